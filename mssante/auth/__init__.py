@@ -1,0 +1,1 @@
+"""Authentication: application passwords, Pro Santé Connect-style tokens, certificate identities, SASL."""
