@@ -363,7 +363,7 @@ def parse_message(data: bytes, limits: Hl7Limits | None = None) -> Message:
                 f"segment {index + 1} is not valid {codec}",
                 Location(line[:3].decode("ascii", "replace"), 1),
             ) from None
-        text = text.rstrip(" \t\x0b\x1c")
+        text = text.rstrip(" \t\x0b\x1c\xa0")
         name = text[:3]
         if not _SEGMENT_NAME.fullmatch(name) or (len(text) > 3 and text[3] != FIELD_SEPARATOR):
             raise Hl7Error(ErrorCode.SEGMENT_SEQUENCE, f"segment {index + 1} has no valid segment name", Location("???", index + 1))
