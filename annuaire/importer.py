@@ -1,0 +1,334 @@
+"""Incremental, streaming import of the public extractions (SPECS.md §5).
+
+Per file (a .txt, or each .txt member of a zip), in ONE transaction:
+  1. read and check the header (layout by column names); a wrong header aborts before any write;
+  2. stream rows, validate them (bad rows are reported with line and reason, and skipped), and
+     bulk-load them into TEMPORARY staging tables in batches (SQLite: executemany on the driver
+     connection; PostgreSQL: asyncpg ``copy_records_to_table``). Parsing of batch n+1 overlaps the
+     database write of batch n;
+  3. deduplicate the staging tables (first occurrence of a key wins: "duplicate addresses are merged");
+  4. diff against the live tables with set-based SQL on a per-row content hash: update changed rows,
+     insert new ones, mark vanished mailboxes closed (``closed_at``) and vanished practitioners
+     inactive. Nothing is ever deleted except activity/savoir-faire rows, which have no identity
+     beyond their content. Re-importing the same file therefore changes nothing.
+Any FormatError (encoding, truncated or bomb archive) rolls the transaction back: previous data intact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import DateTime, Table, bindparam, insert, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from annuaire.formats import FileKind, FormatError, RowError
+from annuaire.models import (ACTIVITY_DATA_COLUMNS, MAILBOX_DATA_COLUMNS, PRACTITIONER_DATA_COLUMNS,
+                             SF_DATA_COLUMNS, STAGE_ACTIVITY, STAGE_KEYS, STAGE_MAILBOX, STAGE_PRACTITIONER,
+                             STAGE_SF, STAGE_STRUCTURE, STRUCTURE_DATA_COLUMNS, ImportRun)
+from annuaire.reader import Limits, Source, iter_records, open_sources, read_header
+from annuaire.rows import ActivityRows, MailboxRows
+
+Progress = Callable[[str, int, int], None]
+MAX_REPORTED_ERRORS = 1000
+
+
+@dataclass
+class FileReport:
+    source: str
+    kind: str = ""
+    rows: int = 0
+    bad_count: int = 0
+    bad: list[RowError] = field(default_factory=list)
+    duplicates: int = 0
+    inserted: int = 0
+    updated: int = 0
+    closed: int = 0
+    error: str | None = None  # set when the file was refused (nothing written)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def summary(self) -> str:
+        if self.error:
+            return f"{self.source}: REFUSED: {self.error}"
+        return (f"{self.source}: {self.kind}, {self.rows} rows, {self.bad_count} bad, {self.duplicates} duplicates "
+                f"merged, {self.inserted} inserted, {self.updated} updated, {self.closed} closed/deactivated")
+
+
+class _Pipe:
+    """At most one bulk write in flight on the connection, overlapping the parsing of the next batch."""
+
+    def __init__(self) -> None:
+        self.pending: asyncio.Future[None] | None = None
+
+    async def wait(self) -> None:
+        if self.pending is not None:
+            pending, self.pending = self.pending, None
+            await pending
+
+
+class _StageWriter:
+    """Bulk-loads tuples into one staging table through the shared pipe."""
+
+    def __init__(self, conn: AsyncConnection, table: Table, batch: int, pipe: _Pipe) -> None:
+        self.conn = conn
+        self.table = table
+        self.batch = batch
+        self.pipe = pipe
+        self.rows: list[tuple[object, ...]] = []
+        self.cols = [c.name for c in table.columns]
+        self._pg = conn.dialect.name == "postgresql"
+        marks = ", ".join("?" if not self._pg else f"${i + 1}" for i in range(len(self.cols)))
+        self._sql = f"INSERT INTO {table.name} ({', '.join(self.cols)}) VALUES ({marks})"
+
+    async def add(self, row: tuple[object, ...]) -> None:
+        self.rows.append(row)
+        if len(self.rows) >= self.batch:
+            await self.flush()
+
+    async def flush(self) -> None:
+        await self.pipe.wait()
+        if self.rows:
+            rows, self.rows = self.rows, []
+            self.pipe.pending = asyncio.ensure_future(self._write(rows))
+
+    async def _write(self, rows: list[tuple[object, ...]]) -> None:
+        if self._pg:
+            raw = await self.conn.get_raw_connection()
+            await raw.driver_connection.copy_records_to_table(  # type: ignore[union-attr]
+                self.table.name, records=rows, columns=self.cols)
+        else:
+            await self.conn.exec_driver_sql(self._sql, rows)  # type: ignore[arg-type]
+
+
+def _set(cols: Sequence[str]) -> str:
+    return ", ".join(f"{c} = s.{c}" for c in cols if c != "address")
+
+
+def _T(sql: str) -> text:  # noqa: N802 - a typed text() with the :now parameter
+    return text(sql).bindparams(bindparam("now", type_=DateTime(timezone=True)))
+
+
+class Importer:
+    def __init__(self, engine: AsyncEngine, *, limits: Limits = Limits(), batch: int = 5000,
+                 progress: Progress | None = None) -> None:
+        self.engine = engine
+        self.limits = limits
+        self.batch = batch
+        self.progress = progress
+
+    async def import_path(self, path: Path, *, now: datetime | None = None) -> list[FileReport]:
+        """Import every extraction found in ``path``; each one commits or rolls back on its own."""
+        now = now or datetime.now(UTC)
+        reports: list[FileReport] = []
+        try:
+            for src in open_sources(path, self.limits):
+                report = FileReport(src.name)
+                reports.append(report)
+                try:
+                    await self._import_source(src, report, now)
+                except FormatError as exc:
+                    report.error = str(exc)
+                    report.inserted = report.updated = report.closed = 0
+        except FormatError as exc:
+            reports.append(FileReport(path.name, error=str(exc)))
+        return reports
+
+    async def _import_source(self, src: Source, report: FileReport, now: datetime) -> None:
+        layout = read_header(src)  # before any database work: a wrong header writes nothing
+        report.kind = layout.kind.value
+        async with self.engine.begin() as conn:
+            pg = conn.dialect.name == "postgresql"
+            if pg:  # one import at a time across gateway processes
+                await conn.execute(text("SELECT pg_advisory_xact_lock(4242001)"))
+            if layout.kind in (FileKind.MSSANTE, FileKind.OWN):
+                tables = [STAGE_MAILBOX]
+            elif layout.kind is FileKind.SAVOIR_FAIRE:
+                tables = [STAGE_SF]
+            else:
+                tables = [STAGE_PRACTITIONER, STAGE_STRUCTURE, STAGE_ACTIVITY, STAGE_SF]
+            for t in tables:
+                await conn.execute(text(f"DROP TABLE IF EXISTS {t.name}"))
+                await conn.run_sync(lambda sc, t=t: t.create(sc))
+            await self._stage(conn, src, layout, tables, report)
+            for t in tables:
+                report.duplicates += await self._dedupe(conn, t, pg)
+            if layout.kind in (FileKind.MSSANTE, FileKind.OWN):
+                await self._merge_mailboxes(conn, layout.kind, report, now)
+            elif layout.kind is FileKind.SAVOIR_FAIRE:
+                await self._merge_set(conn, "ann_savoir_faire", STAGE_SF.name, SF_DATA_COLUMNS, report, now)
+            else:
+                await self._merge_keyed(conn, "ann_practitioner", STAGE_PRACTITIONER.name, "idnps",
+                                        PRACTITIONER_DATA_COLUMNS, report, now, flag="active")
+                await self._merge_keyed(conn, "ann_structure", STAGE_STRUCTURE.name, "structure_id",
+                                        STRUCTURE_DATA_COLUMNS, report, now, flag=None)
+                await self._merge_set(conn, "ann_activity", STAGE_ACTIVITY.name, ACTIVITY_DATA_COLUMNS,
+                                      report, now)
+                if ActivityRows(layout).has_sf:
+                    await self._merge_set(conn, "ann_savoir_faire", STAGE_SF.name, SF_DATA_COLUMNS, report, now)
+            for t in tables:
+                await conn.execute(text(f"DROP TABLE IF EXISTS {t.name}"))
+            await conn.execute(insert(ImportRun).values(
+                source=src.name[:300], kind=report.kind, at=now, rows=report.rows, bad_rows=report.bad_count,
+                inserted=report.inserted, updated=report.updated, closed=report.closed))
+
+    async def _stage(self, conn: AsyncConnection, src: Source, layout: object, tables: list[Table],
+                     report: FileReport) -> None:
+        pipe = _Pipe()
+        writers = {t.name: _StageWriter(conn, t, self.batch, pipe) for t in tables}
+        from annuaire.formats import Layout
+        assert isinstance(layout, Layout)
+        tick = 0
+
+        def bad(err: RowError) -> None:
+            report.bad_count += 1
+            if len(report.bad) < MAX_REPORTED_ERRORS:
+                report.bad.append(err)
+
+        if layout.kind in (FileKind.MSSANTE, FileKind.OWN):
+            mrows = MailboxRows(layout)
+            w = writers[STAGE_MAILBOX.name]
+            for line, fields in iter_records(src):
+                report.rows += 1
+                if isinstance(fields, str):
+                    bad(RowError(line, fields))
+                    continue
+                parsed = mrows.parse(line, fields)
+                if isinstance(parsed, RowError):
+                    bad(parsed)
+                    continue
+                w.rows.append(parsed)
+                if len(w.rows) >= w.batch:
+                    await w.flush()
+                    tick += 1
+                    if self.progress and tick % 10 == 0:
+                        self.progress(src.name, src.bytes_read, src.size)
+        else:
+            arows = ActivityRows(layout)
+            wp = writers.get(STAGE_PRACTITIONER.name)
+            ws = writers.get(STAGE_STRUCTURE.name)
+            wa = writers.get(STAGE_ACTIVITY.name)
+            wf = writers[STAGE_SF.name]
+            seen_struct: dict[str, int] = {}
+            for line, fields in iter_records(src):
+                report.rows += 1
+                if isinstance(fields, str):
+                    bad(RowError(line, fields))
+                    continue
+                parsed = arows.parse(line, fields)
+                if isinstance(parsed, RowError):
+                    bad(parsed)
+                    continue
+                prac, struct, act, sf = parsed
+                if prac is not None and wp is not None:
+                    await wp.add(prac)
+                if struct is not None and ws is not None:
+                    # bounded "recently seen" filter; SQL dedupe catches the rest
+                    sid = struct[1]
+                    if seen_struct.get(sid) != struct[-1]:  # type: ignore[index]
+                        if len(seen_struct) > 50_000:
+                            seen_struct.clear()
+                        seen_struct[sid] = struct[-1]  # type: ignore[index,assignment]
+                        await ws.add(struct)
+                if act is not None and wa is not None:
+                    await wa.add(act)
+                if sf is not None:
+                    await wf.add(sf)
+                if self.progress and report.rows % 50_000 == 0:
+                    self.progress(src.name, src.bytes_read, src.size)
+        try:
+            for w in writers.values():
+                await w.flush()
+        finally:
+            await pipe.wait()
+        if self.progress:
+            self.progress(src.name, src.size, src.size)
+
+    async def _dedupe(self, conn: AsyncConnection, table: Table, pg: bool) -> int:
+        keys = STAGE_KEYS[table.name]
+        k = ", ".join(keys)
+        await conn.execute(text(f"CREATE INDEX ix_{table.name}_key ON {table.name} ({k})"))
+        if pg:
+            await conn.execute(text(f"ANALYZE {table.name}"))
+        res = await conn.execute(text(
+            f"DELETE FROM {table.name} WHERE line NOT IN (SELECT MIN(line) FROM {table.name} GROUP BY {k})"))
+        # consecutive repeats were already dropped while parsing (practitioners); only report mailboxes
+        return int(res.rowcount or 0) if table is STAGE_MAILBOX else 0
+
+    async def _merge_keyed(self, conn: AsyncConnection, live: str, stage: str, key: str, cols: Sequence[str],
+                           report: FileReport, now: datetime, *, flag: str | None) -> None:
+        sets = ", ".join(f"{c} = s.{c}" for c in cols if c != key)
+        cond = f"{live}.row_hash <> s.row_hash"
+        if flag:
+            sets += f", {flag} = TRUE"
+            cond += f" OR {live}.{flag} = FALSE"
+        res = await conn.execute(_T(
+            f"UPDATE {live} SET {sets}, updated_at = :now FROM {stage} s "
+            f"WHERE s.{key} = {live}.{key} AND ({cond})"), {"now": now})
+        report.updated += int(res.rowcount or 0)
+        clist = ", ".join(cols)
+        extra_c, extra_v = (f", {flag}", ", TRUE") if flag else ("", "")
+        res = await conn.execute(_T(
+            f"INSERT INTO {live} ({clist}{extra_c}, updated_at) SELECT {', '.join('s.' + c for c in cols)}"
+            f"{extra_v}, :now FROM {stage} s WHERE NOT EXISTS (SELECT 1 FROM {live} l WHERE l.{key} = s.{key})"),
+            {"now": now})
+        report.inserted += int(res.rowcount or 0)
+        if flag:  # vanished: never deleted, only deactivated
+            res = await conn.execute(_T(
+                f"UPDATE {live} SET {flag} = FALSE, updated_at = :now WHERE {flag} = TRUE AND NOT EXISTS "
+                f"(SELECT 1 FROM {stage} s WHERE s.{key} = {live}.{key})"), {"now": now})
+            report.closed += int(res.rowcount or 0)
+
+    async def _merge_set(self, conn: AsyncConnection, live: str, stage: str, cols: Sequence[str],
+                         report: FileReport, now: datetime) -> None:
+        """Rows identified by (idnps, row_hash): insert the new ones, delete those that vanished."""
+        clist = ", ".join(cols)
+        res = await conn.execute(_T(
+            f"INSERT INTO {live} ({clist}, updated_at) SELECT {', '.join('s.' + c for c in cols)}, :now "
+            f"FROM {stage} s WHERE NOT EXISTS (SELECT 1 FROM {live} l "
+            f"WHERE l.idnps = s.idnps AND l.row_hash = s.row_hash)"), {"now": now})
+        report.inserted += int(res.rowcount or 0)
+        res = await conn.execute(text(
+            f"DELETE FROM {live} WHERE NOT EXISTS (SELECT 1 FROM {stage} s "
+            f"WHERE s.idnps = {live}.idnps AND s.row_hash = {live}.row_hash)"))
+        report.closed += int(res.rowcount or 0)
+
+    async def _merge_mailboxes(self, conn: AsyncConnection, kind: FileKind, report: FileReport,
+                               now: datetime) -> None:
+        live, stage = "ann_mailbox", STAGE_MAILBOX.name
+        own = kind is FileKind.OWN
+        sets = _set(MAILBOX_DATA_COLUMNS)
+        if own:
+            sets += ", own = TRUE, liste_rouge = s.liste_rouge"
+            cond = (f"{live}.row_hash <> s.row_hash OR {live}.own = FALSE OR {live}.closed_at IS NOT NULL "
+                    f"OR {live}.liste_rouge <> s.liste_rouge")
+        else:
+            sets += ", published = TRUE"
+            cond = f"{live}.row_hash <> s.row_hash OR {live}.published = FALSE OR {live}.closed_at IS NOT NULL"
+        res = await conn.execute(_T(
+            f"UPDATE {live} SET {sets}, closed_at = NULL, updated_at = :now FROM {stage} s "
+            f"WHERE s.address = {live}.address AND ({cond})"), {"now": now})
+        report.updated += int(res.rowcount or 0)
+        clist = ", ".join(MAILBOX_DATA_COLUMNS)
+        res = await conn.execute(_T(
+            f"INSERT INTO {live} ({clist}, published, own, liste_rouge, first_seen, updated_at) "
+            f"SELECT {', '.join('s.' + c for c in MAILBOX_DATA_COLUMNS)}, {'FALSE' if own else 'TRUE'}, "
+            f"{'TRUE' if own else 'FALSE'}, {'s.liste_rouge' if own else 'FALSE'}, :now, :now FROM {stage} s "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {live} l WHERE l.address = s.address)"), {"now": now})
+        report.inserted += int(res.rowcount or 0)
+        mine, other = ("own", "published") if own else ("published", "own")
+        gone = f"{mine} = TRUE AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE s.address = {live}.address)"
+        # SPECS.md §5 / issue 3: a vanished mailbox is closed with a date, never deleted.
+        res = await conn.execute(_T(
+            f"UPDATE {live} SET {mine} = FALSE, closed_at = :now, updated_at = :now "
+            f"WHERE {other} = FALSE AND {gone}"), {"now": now})
+        report.closed += int(res.rowcount or 0)
+        extra = ", liste_rouge = FALSE" if own else ""
+        await conn.execute(_T(f"UPDATE {live} SET {mine} = FALSE{extra}, updated_at = :now "
+                              f"WHERE {other} = TRUE AND {gone}"), {"now": now})
+
