@@ -19,7 +19,6 @@ from datetime import datetime
 from enum import StrEnum
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 
 from mssante.trust.dn import DistinguishedName, dn_from_name
 from mssante.trust.listeblanche import ListeBlanche, normalise_domain
@@ -81,23 +80,25 @@ class SubmissionDecision:
 
 
 class CertificateDnCache:
-    """Canonical subject DN per certificate, keyed by DER bytes; bounded (cleared when full).
+    """Canonical subject DN per certificate; bounded (cleared when full).
+
+    Keyed by the certificate object: cryptography hashes and compares certificates by their DER in Rust
+    (~2 µs), three times cheaper than `public_bytes(DER)`; a new object for the same certificate hits too.
 
     Shared across policy swaps (TrustState owns one), so a refresh does not cold-start it.
     """
 
     def __init__(self, max_entries: int = 4096) -> None:
         self._max = max_entries
-        self._by_der: dict[bytes, DistinguishedName] = {}
+        self._by_cert: dict[x509.Certificate, DistinguishedName] = {}
 
     def subject(self, cert: x509.Certificate) -> DistinguishedName:
-        der = cert.public_bytes(Encoding.DER)
-        dn = self._by_der.get(der)
+        dn = self._by_cert.get(cert)
         if dn is None:
             dn = dn_from_name(cert.subject)
-            if len(self._by_der) >= self._max:
-                self._by_der.clear()
-            self._by_der[der] = dn
+            if len(self._by_cert) >= self._max:
+                self._by_cert.clear()
+            self._by_cert[cert] = dn
         return dn
 
 
