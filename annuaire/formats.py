@@ -11,9 +11,11 @@ each line. Identifiers: RPPS = 11 digits, ADELI = 9 characters, IDNPS = ``8`` + 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 
@@ -143,16 +145,29 @@ def detect_layout(header: str) -> Layout:
 
 # --- normalisation and validation -----------------------------------------------------------
 
-_ACCENT_TABLE: dict[int, str] = {}
+def _build_fold_table() -> dict[int, str]:
+    table: dict[int, str] = {}
+    for cp in range(0xC0, 0x250):
+        ch = chr(cp)
+        base = "".join(c for c in unicodedata.normalize("NFKD", ch) if not unicodedata.combining(c))
+        if base != ch and base.isascii():
+            table[cp] = base
+    table.update({ord("œ"): "oe", ord("Œ"): "OE", ord("æ"): "ae", ord("Æ"): "AE", ord("ß"): "ss"})
+    return table
 
 
+_FOLD = _build_fold_table()
+
+
+@functools.lru_cache(maxsize=1 << 16)
 def norm(text: str) -> str:
-    """Unaccented lowercase form used by the search columns (œ -> oe, æ -> ae)."""
+    """Unaccented lowercase form used by the search columns (é -> e, œ -> oe); cached, names repeat."""
     if text.isascii():
         return text.lower().strip()
-    decomposed = unicodedata.normalize("NFKD", text)
-    out = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
-    return out.replace("œ", "oe").replace("Œ", "oe").replace("æ", "ae").replace("Æ", "ae").lower().strip()
+    out = text.translate(_FOLD)
+    if not out.isascii():  # rare scripts: full decomposition
+        out = "".join(ch for ch in unicodedata.normalize("NFKD", out) if not unicodedata.combining(ch))
+    return out.lower().strip()
 
 
 RPPS_RE = re.compile(r"[0-9]{11}")
@@ -200,7 +215,7 @@ def check_pp(type_id: str, ident: str, idnps: str) -> str | None:
     return None
 
 
-def row_hash(fields: list[str]) -> int:
+def row_hash(fields: Sequence[str]) -> int:
     """A stable signed 64-bit content hash of a row (incremental import compares these)."""
     digest = hashlib.blake2b("\x1f".join(fields).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)

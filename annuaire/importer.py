@@ -17,6 +17,7 @@ Any FormatError (encoding, truncated or bomb archive) rolls the transaction back
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -48,6 +49,7 @@ class FileReport:
     updated: int = 0
     closed: int = 0
     error: str | None = None  # set when the file was refused (nothing written)
+    seconds: dict[str, float] = field(default_factory=dict)  # stage / dedupe / merge wall times
 
     @property
     def ok(self) -> bool:
@@ -155,9 +157,12 @@ class Importer:
             for t in tables:
                 await conn.execute(text(f"DROP TABLE IF EXISTS {t.name}"))
                 await conn.run_sync(lambda sc, t=t: t.create(sc))
+            t0 = time.perf_counter()
             await self._stage(conn, src, layout, tables, report)
+            t1 = time.perf_counter()
             for t in tables:
                 report.duplicates += await self._dedupe(conn, t, pg)
+            t2 = time.perf_counter()
             if layout.kind in (FileKind.MSSANTE, FileKind.OWN):
                 await self._merge_mailboxes(conn, layout.kind, report, now)
             elif layout.kind is FileKind.SAVOIR_FAIRE:
@@ -171,6 +176,8 @@ class Importer:
                                       report, now)
                 if ActivityRows(layout).has_sf:
                     await self._merge_set(conn, "ann_savoir_faire", STAGE_SF.name, SF_DATA_COLUMNS, report, now)
+            t3 = time.perf_counter()
+            report.seconds = {"stage": t1 - t0, "dedupe": t2 - t1, "merge": t3 - t2}
             for t in tables:
                 await conn.execute(text(f"DROP TABLE IF EXISTS {t.name}"))
             await conn.execute(insert(ImportRun).values(
@@ -214,7 +221,6 @@ class Importer:
             ws = writers.get(STAGE_STRUCTURE.name)
             wa = writers.get(STAGE_ACTIVITY.name)
             wf = writers[STAGE_SF.name]
-            seen_struct: dict[str, int] = {}
             for line, fields in iter_records(src):
                 report.rows += 1
                 if isinstance(fields, str):
@@ -228,13 +234,7 @@ class Importer:
                 if prac is not None and wp is not None:
                     await wp.add(prac)
                 if struct is not None and ws is not None:
-                    # bounded "recently seen" filter; SQL dedupe catches the rest
-                    sid = struct[1]
-                    if seen_struct.get(sid) != struct[-1]:  # type: ignore[index]
-                        if len(seen_struct) > 50_000:
-                            seen_struct.clear()
-                        seen_struct[sid] = struct[-1]  # type: ignore[index,assignment]
-                        await ws.add(struct)
+                    await ws.add(struct)
                 if act is not None and wa is not None:
                     await wa.add(act)
                 if sf is not None:
