@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -13,6 +16,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from pki.ca import CertificateAuthority
 
+OPENSSL = shutil.which("openssl")
 PASSPHRASE = b"correct horse battery staple"
 
 
@@ -62,3 +66,24 @@ def key_usage(**flags: bool) -> x509.KeyUsage:
 
 def rsa1024() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=1024)  # noqa: S505 - the weak key under test
+
+
+def openssl_sha1_leaf(ca: CertificateAuthority, workdir: Path) -> x509.Certificate:
+    """A leaf signed with ECDSA/RSA-SHA1 by ``ca``: cryptography refuses to make one, openssl still can."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    ca_key = workdir / "ca.key"
+    ca_key.write_bytes(ca.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                            serialization.NoEncryption()))
+    (workdir / "ca.pem").write_bytes(ca.cert.public_bytes(serialization.Encoding.PEM))
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (x509.CertificateSigningRequestBuilder()
+           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sha1.example.fr")]))
+           .sign(key, hashes.SHA256()))
+    (workdir / "leaf.csr").write_bytes(csr.public_bytes(serialization.Encoding.PEM))
+    (workdir / "ext.cnf").write_text("extendedKeyUsage=serverAuth,clientAuth\nbasicConstraints=CA:FALSE\n")
+    subprocess.run(["openssl", "x509", "-req", "-in", str(workdir / "leaf.csr"), "-CA", str(workdir / "ca.pem"),
+                    "-CAkey", str(ca_key), "-set_serial", "4242", "-days", "30", "-sha1",
+                    "-extfile", str(workdir / "ext.cnf"), "-out", str(workdir / "leaf.pem")],
+                   check=True, capture_output=True)
+    ca_key.unlink()
+    return x509.load_pem_x509_certificate((workdir / "leaf.pem").read_bytes())
