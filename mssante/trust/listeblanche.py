@@ -126,6 +126,11 @@ def normalise_domain(domain: str) -> str:
     return d
 
 
+def is_valid_domain(domain: str) -> bool:
+    """A normalised domain name: LDH labels, at least two (RFC 1035 §2.3.1, A-labels for IDNs)."""
+    return bool(_DOMAIN_RE.match(domain))
+
+
 def _check_envelope(data: bytes, max_bytes: int) -> None:
     if len(data) > max_bytes:
         raise ListeBlancheError(ListeBlancheErrorCode.TOO_LARGE, f"{len(data)} bytes > limit {max_bytes}")
