@@ -65,8 +65,8 @@ class AckContext:
             value = parts[n - 1] if len(parts) >= n else ""
             return escape(value[:64]) if value and value.isprintable() else default
 
-        msg_type = field(9)
-        trigger = msg_type.split("^")[1] if msg_type.count("^") >= 1 else ""
+        raw_type = parts[8] if len(parts) > 8 else ""
+        trigger = raw_type.split("^")[1][:3] if raw_type.count("^") >= 1 else ""
         return cls(
             sending_application=field(3),
             sending_facility=field(4),
