@@ -122,6 +122,8 @@ def build_leg_message(spec: MailSpec, now: datetime) -> EmailMessage:
         msg["Disposition-Notification-To"] = spec.sender
     msg.set_content(spec.body, subtype="plain", charset="utf-8", cte="quoted-printable")
     msg.add_attachment(spec.xdm, maintype="application", subtype="zip", filename="IHE_XDM.ZIP")
+    # A boundary derived from the leg key keeps the output a pure function of (spec, now).
+    msg.set_boundary("=_y_" + hashlib.sha256(spec.delivery_key.encode("utf-8")).hexdigest()[:32])
     size = len(msg.as_bytes())
     if size > MAX_MESSAGE_BYTES:
         raise MailError(f"leg message of {size} bytes exceeds the 25 MB MSSanté limit")
