@@ -322,6 +322,13 @@ class Refresher:
         )
         return RefreshOutcome.FAILED
 
+    async def fetch(self) -> bytes:
+        """The source's current bytes, unconditionally, integrity-checked, not installed (for inspection)."""
+        src = self.config.source
+        data = await self._fetch_aux(src)
+        await self._check_integrity(data)
+        return data
+
     async def _fetch_list(self) -> tuple[bytes, str | None, str | None] | None:
         """(bytes, etag, last_modified), or None when the server answers 304."""
         src = self.config.source
