@@ -295,7 +295,7 @@ def build_xdm(docs: Sequence[XdmDocument], sub: XdmSubmission, now: datetime) ->
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for name, data in entries:
-            info = zipfile.ZipInfo(name, date_time=date_time)  # type: ignore[arg-type]
+            info = zipfile.ZipInfo(name, date_time=date_time)
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
             info.create_system = 3
@@ -424,10 +424,10 @@ def parse_xdm(data: bytes, *, limits: XdmLimits | None = None, expected_patient_
             for eo in root.xpath("//rim:ExtrinsicObject", namespaces=ns):
                 assert isinstance(eo, etree._Element)
                 uri = _slot_value(eo, "URI")
-                info = by_name.get(("IHE_XDM/SUBSET01/" + _safe_name(uri)).upper()) if uri else None
-                if info is None:
+                doc_info = by_name.get(("IHE_XDM/SUBSET01/" + _safe_name(uri)).upper()) if uri else None
+                if doc_info is None:
                     raise XdmError("layout", "a DocumentEntry names a file absent from the archive")
-                doc = _read_limited(zf, info, limits, budget)
+                doc = _read_limited(zf, doc_info, limits, budget)
                 digest = hashlib.sha1(doc, usedforsecurity=False).hexdigest()
                 want_hash, want_size = _slot_value(eo, "hash").lower(), _slot_value(eo, "size")
                 if want_hash and want_hash != digest:
@@ -443,7 +443,7 @@ def parse_xdm(data: bytes, *, limits: XdmLimits | None = None, expected_patient_
                                      namespaces=ns)
                 title = eo.xpath("rim:Name/rim:LocalizedString/@value", namespaces=ns)
                 entries.append(XdmEntry(
-                    uri=info.filename, data=doc, unique_id=_ext_id(eo, DE_UNIQUE_ID), patient_id=pid,
+                    uri=doc_info.filename, data=doc, unique_id=_ext_id(eo, DE_UNIQUE_ID), patient_id=pid,
                     mime_type=str(eo.get("mimeType") or ""),
                     type_code=str(type_code[0]) if isinstance(type_code, list) and type_code else "",
                     title=str(title[0]) if isinstance(title, list) and title else "",

@@ -58,7 +58,7 @@ def test_layout_and_determinism() -> None:
     meta = dict(entries_of(a))["IHE_XDM/SUBSET01/METADATA.XML"].decode()
     doc = cda()
     for needle in [
-        "SubmitObjectsRequest", PID.replace("&", "&amp;"), hashlib.sha1(doc).hexdigest(), f">{len(doc)}<",
+        "SubmitObjectsRequest", PID.replace("&", "&amp;"), hashlib.sha1(doc, usedforsecurity=False).hexdigest(), f">{len(doc)}<",
         "810001234567^BIOLO^Anne^^^^^^&amp;1.2.250.1.71.4.2.1&amp;ISO^D^^^IDNPS",
         "&amp;1.2.250.1.71.4.2.2&amp;ISO^IDNST^^^1750000001", 'nodeRepresentation="11502-2"',
         "20261123140000",  # creationTime in UTC from 20261123150000+0100
