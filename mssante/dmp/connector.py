@@ -332,4 +332,38 @@ class Iti41Connector:
             raise _Rejected("XDSRegistryError", f"unreadable DMP answer: {exc}") from None
 
 
-__all__ = ["DmpConnectorConfig", "Iti41Connector"]
+
+def registry_url_for(repository_url: str) -> str:
+    """The reference DMP (and many XDS.b deployments) serve the registry next to the repository."""
+    if repository_url.rstrip("/").endswith("/repository"):
+        return repository_url.rstrip("/")[: -len("/repository")] + "/registry"
+    return repository_url
+
+
+def config_from_settings(
+    url: str,
+    cert: Path,
+    key: Path,
+    anchors: Path,
+    *,
+    source_id: str,
+    registry_url: str | None = None,
+    concurrency: int = 8,
+    timeout: float = 30.0,
+    **extra: Any,
+) -> DmpConnectorConfig:
+    """A connector configuration from the gateway's [dmp] settings (url, cert, key, anchors, ...)."""
+    return DmpConnectorConfig(
+        repository_url=url,
+        registry_url=registry_url or registry_url_for(url),
+        client_cert_path=cert,
+        client_key_path=key,
+        anchors_path=anchors,
+        xds=XdsSettings(source_id=source_id),
+        max_concurrency=concurrency,
+        total_timeout_s=timeout,
+        **extra,
+    )
+
+
+__all__ = ["DmpConnectorConfig", "Iti41Connector", "config_from_settings", "registry_url_for"]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -181,7 +181,7 @@ class ReferenceRegistry:
                 raise _err("XDSMissingDocumentMetadata", "a document is provided without a DocumentEntry")
             raise _err("XDSRegistryMetadataError", "exactly one DocumentEntry per submission is supported")
         de = sub.documents[0]
-        meta = self._document_entry(de)
+        meta, codes = self._document_entry(de)
         de_patient = _patient(de.external_ids[rim.DE_PATIENT_ID], "XDSDocumentEntry.patientId")
         if de_patient != ss_patient:
             raise _err("XDSPatientIdDoesNotMatch", "DocumentEntry and SubmissionSet patientId differ", de.id)
@@ -227,10 +227,10 @@ class ReferenceRegistry:
             hash=meta["hash"],
             size=int(meta["size"]),
             title=de.name,
-            type_code=meta["typeCode"][0],
-            class_code=meta["classCode"][0],
-            format_code=meta["formatCode"][0],
-            confidentiality=meta["confidentialityCode"],
+            type_code=codes["typeCode"][0],
+            class_code=codes["classCode"][0],
+            format_code=codes["formatCode"][0],
+            confidentiality=codes["confidentialityCode"],
             creation_time=meta["creationTime"],
             submission_set_unique_id=ss.external_ids[rim.SS_UNIQUE_ID],
             submitted_at=stamp,
@@ -310,38 +310,32 @@ class ReferenceRegistry:
                 raise _err("XDSRegistryMetadataError", f"XDSSubmissionSet.{name} is required", ss.id)
         return ss
 
-    def _document_entry(self, de: RimObject) -> dict[str, list[str] | str]:
+    def _document_entry(self, de: RimObject) -> tuple[dict[str, str], dict[str, list[str]]]:
         if not _UUID_URN.match(de.id):
             raise _err("XDSRegistryMetadataError", "DocumentEntry entryUUID must be a urn:uuid", de.id)
         if de.attrs.get("objectType") != rim.DE_OBJECT_TYPE:
             raise _err("XDSRegistryMetadataError", "DocumentEntry objectType must be the stable entry type", de.id)
         if de.attrs.get("mimeType") not in ("text/xml", "application/xslt+xml"):
             raise _err("XDSRegistryMetadataError", "mimeType must be text/xml for a CDA (mapping.md)", de.id)
-        out: dict[str, list[str] | str] = {}
+        out: dict[str, str] = {}
+        codes: dict[str, list[str]] = {}
         for slot in DE_REQUIRED_SLOTS:
             out[slot] = _one(de, slot, "DocumentEntry")
         for slot in ("creationTime", "serviceStartTime"):
-            if not _DTM.match(str(out[slot])):
+            if not _DTM.match(out[slot]):
                 raise _err("XDSRegistryMetadataError", f"{slot} is not a DTM", de.id)
-        if not _SHA1.match(str(out["hash"])):
+        if not _SHA1.match(out["hash"]):
             raise _err("XDSRegistryMetadataError", "hash must be 40 lowercase hex digits (SHA-1)", de.id)
-        if not str(out["size"]).isdigit():
+        if not out["size"].isdigit():
             raise _err("XDSRegistryMetadataError", "size must be an integer", de.id)
         if not de.name.strip():
             raise _err("XDSRegistryMetadataError", "title is required (mapping.md)", de.id)
         _author(de, rim.DE_AUTHOR, "DocumentEntry")
         for scheme, (name, multiple) in DE_CODED.items():
-            out[name] = _coded(de, scheme, name, multiple)
+            codes[name] = _coded(de, scheme, name, multiple)
         for scheme, name in ((rim.DE_UNIQUE_ID, "uniqueId"), (rim.DE_PATIENT_ID, "patientId")):
             if not de.external_ids.get(scheme):
                 raise _err("XDSRegistryMetadataError", f"XDSDocumentEntry.{name} is required", de.id)
         if len(de.external_ids[rim.DE_UNIQUE_ID]) > 128:
             raise _err("XDSRegistryMetadataError", "uniqueId longer than 128 characters", de.id)
-        return out
-
-
-@dataclass
-class RegistryStats:
-    accepted: int = 0
-    rejected: int = 0
-    by_code: dict[str, int] = field(default_factory=dict)
+        return out, codes

@@ -3,7 +3,7 @@ ORG certificates and a rogue space; a running reference DMP per test; a connecto
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,7 @@ import sys
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from dmp_support import Pki, build_pki, connector_config  # noqa: E402
+from dmp_support import ConnectorFactory, Pki, build_pki, connector_config  # noqa: E402
 
 from mssante.dmp.connector import Iti41Connector
 from mssante.dmp.reference import ReferenceDmp, RunningDmp, start_reference_dmp
@@ -36,9 +36,6 @@ async def dmp(pki_material: Pki, tmp_path: Path) -> AsyncIterator[RunningDmp]:
         yield running
     finally:
         await running.stop()
-
-
-ConnectorFactory = Callable[..., Awaitable[Iti41Connector]]
 
 
 @pytest.fixture

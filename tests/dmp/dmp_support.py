@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from mssante.dmp.api import DmpAction, DmpRequest
-from mssante.dmp.connector import DmpConnectorConfig
+from mssante.dmp.connector import DmpConnectorConfig, Iti41Connector
 from mssante.dmp.metadata import XdsSettings
 from pki.space import Issued, TrustSpacePKI
 
@@ -17,6 +18,7 @@ REAL_HL7 = (REPO / "../shared/data/real").resolve() / "hl7v2"
 INS = "279035121518989"  # the ANS examples' test INS (valid key)
 INS_OID_TEST = "1.2.250.1.213.1.4.10"
 DMP_HOST = "dmp.test"
+ConnectorFactory = Callable[..., Awaitable[Iti41Connector]]
 
 
 @dataclass(frozen=True)
@@ -151,3 +153,60 @@ def make_request(cda: bytes, action: DmpAction = DmpAction.SUBMIT, **overrides: 
         correlation_id="leg-1",
     )
     return replace(base, **overrides)
+
+
+# ----- hand-made requests, for the rejection paths the connector itself never produces -----
+
+def craft_iti41(
+    who: Issued,
+    req: DmpRequest,
+    *,
+    now: datetime,
+    mutate: Any = None,
+    document: bytes | None = None,
+    resource_id: str | None = None,
+    vihf_mutate: Any = None,
+) -> tuple[str, bytes]:
+    """(Content-Type, body) of an ITI-41 MTOM request built from the library's pieces, then altered."""
+    from cryptography.hazmat.primitives import serialization
+    from lxml import etree
+
+    from mssante.dmp import ebrim, soap
+    from mssante.dmp.ins import patient_id_cx
+    from mssante.dmp.metadata import build_submission, parse_cda_header
+    from mssante.dmp.vihf import VihfSubject, build_vihf
+    from mssante.dmp.xmlsafe import parse_xml
+
+    sub = build_submission(req, parse_cda_header(req.cda), XdsSettings("1.2.250.1.999.1.1"), now=now)
+    body = ebrim.provide_and_register(sub)
+    if mutate is not None:
+        mutate(body)
+    assert who.key_path is not None
+    key = serialization.load_pem_private_key(who.key_path.read_bytes(), password=None)
+    vihf = build_vihf(
+        VihfSubject(req.author_idnps, "CAMPARINI Marcel", req.structure_id, "SA25^1.2.250.1.71.4.2.4"),
+        patient_resource_id=resource_id or patient_id_cx(req.ins, req.ins_oid),
+        cert=who.cert,
+        key=key,  # type: ignore[arg-type]
+        now=now,
+    )
+    if vihf_mutate is not None:
+        vihf = parse_xml(vihf_mutate(etree.tostring(vihf)))
+    env = soap.build_envelope(action=soap.ACTION_ITI41, message_id="urn:uuid:crafted", body=body, security=vihf)
+    return soap.mtom_package(
+        env, [soap.Attachment(sub.content_id, "text/xml", req.cda if document is None else document)], action=soap.ACTION_ITI41
+    )
+
+
+async def raw_post(pki: Pki, base_url: str, path: str, ctype: str, payload: bytes, who: Issued | None = None) -> tuple[int, Any]:
+    """POST with mutual TLS and read the SOAP answer (status, SoapMessage)."""
+    import aiohttp
+
+    from mssante.dmp import soap
+    from mssante.dmp.tlsconf import client_context
+
+    who = who or pki.lab
+    ctx = client_context(pki.space.anchors_path, who.chain_path, who.key_path)
+    async with aiohttp.ClientSession() as s:
+        async with s.post(f"{base_url}{path}", data=payload, headers={"Content-Type": ctype}, ssl=ctx, server_hostname=DMP_HOST) as r:
+            return r.status, soap.parse_soap(r.headers.get("Content-Type", ""), await r.read())
