@@ -108,7 +108,11 @@ def parse_xml(data: bytes, what: str, max_bytes: int) -> etree._Element:
     reject_doctype(data, what)
     try:
         tree = etree.fromstring(data, _parser())
-    except etree.XMLSyntaxError:
+    except etree.XMLSyntaxError as exc:
+        text = str(exc).lower()
+        if any(k in text for k in ("huge", "too long", "too big", "resource limit")):
+            # libxml2's 10 MB text-node ceiling: huge_tree stays off (CONTRACTS.md XML rule)
+            raise CdaError(f"{what} holds a text node above the 10 MB XML parser limit") from None
         raise CdaError(f"{what} is not well-formed XML") from None
     if tree.getroottree().docinfo.doctype:
         raise CdaError(f"{what} contains a DOCTYPE")

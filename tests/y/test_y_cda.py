@@ -55,3 +55,9 @@ def test_size_limit_and_wrong_root() -> None:
         parse_cda_header(b"<html/>")
     with pytest.raises(CdaError, match="no id"):
         parse_cda_header(cda().replace(b'<id root="1.2.3.4.5.6.7"/>', b""))
+
+
+def test_huge_text_node_has_a_clear_error() -> None:
+    doc = cda().replace(b"<text>ok</text>", b"<text>" + b"x" * (11 * 1024 * 1024) + b"</text>")
+    with pytest.raises(CdaError, match="10 MB"):
+        parse_cda_header(doc)
