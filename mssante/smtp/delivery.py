@@ -1,0 +1,151 @@
+"""Acceptance: the one transaction that makes a message ours (ARCHITECTURE.md: 250 only after commit).
+
+In a single database transaction, shared with concurrent acceptances by the group committer:
+- one message row per local recipient (mssante.store.mail.deliver; the blob stored once),
+- one queue row per remote recipient (mssante.store.queue.enqueue),
+- success DSNs asked for with NOTIFY=SUCCESS (RFC 3461 §4.1) for the local deliveries,
+- the audit event (peer or user, from, to, message-id, size, decision), never content (SPECS.md §2).
+ENVELOPE and BODYSTRUCTURE are computed here, once, with mssante.imap.mime.summarize when available.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mssante.smtp.dsn import DsnRecipient, build_dsn
+from mssante.smtp.envelope import RcptParams, domain_of, wants
+from mssante.store.groupcommit import GroupCommitter
+from mssante.store.mail import deliver
+from mssante.store.models import Mailbox
+from mssante.store.queue import NewRecipient, enqueue
+
+log = logging.getLogger("mssante.smtp.delivery")
+
+try:  # the IMAP slice's summariser (ENVELOPE/BODYSTRUCTURE JSON); optional
+    from mssante.imap.mime import summarize as _summarize
+except ImportError:  # pragma: no cover - depends on the IMAP package being present
+    _summarize = None
+
+
+COMMITTER_KEY = "smtp.committer"
+WAKEUP_KEY = "relay.wakeup"
+
+
+def committer_for(services: Any) -> GroupCommitter:
+    """The gateway's shared group committer (one per Services)."""
+    c = services.extras.get(COMMITTER_KEY)
+    if c is None:
+        pg = services.engine.dialect.name == "postgresql"
+        c = GroupCommitter(services.sessions, max_batch=64, workers=2 if pg else 1)
+        services.extras[COMMITTER_KEY] = c
+    return c  # type: ignore[no-any-return]
+
+
+def relay_wakeup(services: Any) -> asyncio.Event:
+    ev = services.extras.get(WAKEUP_KEY)
+    if ev is None:
+        ev = asyncio.Event()
+        services.extras[WAKEUP_KEY] = ev
+    return ev  # type: ignore[no-any-return]
+
+
+def summarize(raw: bytes) -> tuple[Any, Any]:
+    if _summarize is None:
+        return None, None
+    try:
+        return _summarize(raw)
+    except Exception:  # a malformed MIME structure must not refuse the message; IMAP recomputes
+        log.warning("could not summarise a message for IMAP; storing it without ENVELOPE/BODYSTRUCTURE")
+        return None, None
+
+
+@dataclass
+class Acceptance:
+    raw: bytes
+    mail_from: str
+    local: dict[str, int]  # address -> mailbox id
+    recipients: Sequence[RcptParams]  # all recipients (local ones included), with DSN parameters
+    remote: Sequence[str] = ()  # addresses to queue for other operators
+    envid: str | None = None
+    ret: str | None = None
+    message_id: str | None = None
+    actor: str = ""
+    listener: str = "mta"
+    peer: str = ""
+    queue_id: str = ""
+    extra_audit: dict[str, Any] = field(default_factory=dict)
+
+
+async def deliver_notification(session: AsyncSession, services: Any, raw: bytes, to: str) -> bool:
+    """Deliver a DSN/report to `to`: locally when hosted here, else queued with a null sender."""
+    now = services.now()
+    if domain_of(to) in services.config.all_local_domains:
+        box = await session.scalar(select(Mailbox).where(Mailbox.address == to.lower()))
+        if box is None or not box.enabled:
+            log.info("notification for a missing local mailbox dropped")
+            return False
+        env, bs = summarize(raw)
+        await deliver(session, raw, [box.id], internaldate=now, envelope=env, bodystructure=bs)
+        return True
+    await enqueue(session, raw, "", [NewRecipient(to, None, "NEVER")], now=now, actor="mailer-daemon")
+    return True
+
+
+def postmaster(services: Any) -> str:
+    return f"postmaster@{services.config.operator.domain}"
+
+
+async def accept(services: Any, acc: Acceptance) -> None:
+    """Commit the message (group commit); returns once durable. Raises on a store failure."""
+    now = services.now()
+    env, bs = summarize(acc.raw) if acc.local else (None, None)
+    by_addr = {r.address.lower(): r for r in acc.recipients}
+    success = [a for a in acc.local if wants(by_addr[a].notify if a in by_addr else None, "SUCCESS")]
+    dsn: bytes | None = None
+    if success and acc.mail_from:
+        dsn = build_dsn(
+            reporting_mta=services.config.hostname, postmaster=postmaster(services), sender=acc.mail_from,
+            recipients=[DsnRecipient(a, "delivered", "2.0.0", original_recipient=by_addr[a].orcpt) for a in success],
+            original=acc.raw, now=now, envid=acc.envid, ret="HDRS", original_message_id=acc.message_id,
+        )
+    audit = services.audit
+    local_ids = sorted(set(acc.local.values()))
+
+    async def job(session: AsyncSession) -> None:
+        if local_ids:
+            await deliver(session, acc.raw, local_ids, internaldate=now, message_id=acc.message_id, envelope=env,
+                          bodystructure=bs)
+        if acc.remote:
+            await enqueue(
+                session, acc.raw, acc.mail_from,
+                [NewRecipient(a, by_addr[a.lower()].orcpt if a.lower() in by_addr else None,
+                              by_addr[a.lower()].notify if a.lower() in by_addr else None) for a in acc.remote],
+                now=now, envid=acc.envid, ret=acc.ret, message_id=acc.message_id, actor=acc.actor,
+            )
+        if dsn is not None:
+            await deliver_notification(session, services, dsn, acc.mail_from)
+        session.add(audit.event(
+            f"smtp.{acc.listener}.accept", acc.actor, "accepted", mail_from=acc.mail_from,
+            local=sorted(acc.local), remote=list(acc.remote), message_id=acc.message_id, size=len(acc.raw),
+            peer=acc.peer, queue_id=acc.queue_id, **acc.extra_audit,
+        ))
+
+    await committer_for(services).submit(job)
+    if acc.remote:
+        relay_wakeup(services).set()
+
+
+async def local_mailbox(services: Any, address: str) -> int | None:
+    """The id of an existing, open local mailbox, or None (RFC 5321 §3.3: 550 5.1.1 at RCPT)."""
+    async with services.sessions() as s:
+        row = (await s.execute(select(Mailbox.id, Mailbox.enabled).where(Mailbox.address == address.lower()))).first()
+    if row is None or not row[1]:
+        return None
+    return int(row[0])

@@ -1,0 +1,115 @@
+"""The inbound MTA policy: mail from other operators of the trust space (SPECS.md §1).
+
+- STARTTLS before MAIL (RFC 3207 §4, 530 5.7.0) — enforced by the protocol;
+- a client certificate, validated by pki (chain, EKU clientAuth, revocation), is required;
+- its subject DN must be listed in the liste blanche for the envelope sender's domain, checked on every
+  MAIL with the *current* policy (a delisting applies to open connections at their next transaction);
+- recipients must be existing, open local mailboxes (550 5.1.1); other domains are never relayed (550 5.7.1);
+- accepted = committed (delivery.accept), with a Received field naming the TLS version, cipher and
+  the peer certificate's subject.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from mssante.smtp.delivery import Acceptance, accept, local_mailbox
+from mssante.smtp.envelope import Transaction, domain_of
+from mssante.smtp.message import MessageFormatError, message_id_of, received_header, split_message
+from mssante.smtp.protocol import GatewaySMTP
+from mssante.smtp.replies import SmtpReply
+
+
+class InboundPolicy:
+    listener = "mta"
+    protocol_name = "ESMTPS"
+
+    def __init__(self, services: Any) -> None:
+        self.services = services
+        self.audit = services.audit
+        self.local_domains = services.config.all_local_domains
+
+    def tls_established(self, conn: GatewaySMTP) -> None:
+        from pki.validation import Role
+
+        s = conn.gsession
+        if s.peer_cert is not None and self.services.validator is not None:
+            s.cert_decision = self.services.validator.validate(s.peer_cert, Role.TLS_CLIENT, self.services.now())
+
+    async def _refuse(self, conn: GatewaySMTP, tx: Transaction, reason: str, reply: str) -> None:
+        s = conn.gsession
+        dn = s.peer_cert.subject.rfc4514_string() if s.peer_cert is not None else ""
+        await self.audit.record("smtp.mta.refuse", dn, "refused", mail_from=tx.mail.address, reason=reason,
+                                peer=conn.peer_ip)
+        if self.services.metrics is not None:
+            self.services.metrics.smtp_messages.labels(self.listener, "refused").inc()
+        raise SmtpReply(reply)
+
+    async def mail(self, conn: GatewaySMTP, tx: Transaction) -> str:
+        s = conn.gsession
+        # SPECS.md §1: the peer presents an IGC Santé SERV certificate that chains, is valid and not revoked.
+        if s.peer_cert is None:
+            await self._refuse(conn, tx, "NO_CERTIFICATE",
+                               "550 5.7.1 A trust-space client certificate is required (mutual TLS)")
+        d = s.cert_decision
+        if d is None or not d.ok:
+            reason = getattr(getattr(d, "reason", None), "value", "NOT_VALIDATED")
+            await self._refuse(conn, tx, str(reason), f"550 5.7.1 Client certificate refused: {reason}")
+        policy = self.services.trust.policy  # the current list, read once per transaction
+        now = self.services.now()
+        if tx.mail.address:
+            decision = policy.inbound(s.peer_cert, domain_of(tx.mail.address), now)
+        else:
+            # Null sender (a DSN from a peer): the DN must be listed for the domain of its HELO name
+            # or one of its parents (mx.op-b.test -> op-b.test).
+            decision = None
+            labels = (s.host_name or "").lower().split(".")
+            for i in range(len(labels) - 1):
+                decision = policy.inbound(s.peer_cert, ".".join(labels[i:]), now)
+                if decision.ok:
+                    break
+            if decision is None:
+                decision = policy.inbound(s.peer_cert, "", now)
+        if not decision.ok:
+            await self._refuse(conn, tx, str(decision.reason.value),
+                               f"550 5.7.1 Certificate DN not listed in the liste blanche for this sender domain "
+                               f"({decision.reason.value})")
+        tx.actor = s.peer_cert.subject.rfc4514_string()
+        return "250 2.1.0 Sender OK"
+
+    async def rcpt(self, conn: GatewaySMTP, tx: Transaction, index: int) -> str:
+        rp = tx.recipients[index]
+        addr = rp.address.lower()
+        if domain_of(addr) not in self.local_domains:
+            raise SmtpReply(f"550 5.7.1 Relaying denied: {domain_of(addr)} is not hosted here")
+        box = await local_mailbox(self.services, addr)
+        if box is None:
+            raise SmtpReply("550 5.1.1 Mailbox unknown or closed")
+        tx.local_ids[addr] = box
+        return "250 2.1.5 Recipient OK"
+
+    async def data(self, conn: GatewaySMTP, tx: Transaction, raw: bytes) -> str:
+        s = conn.gsession
+        try:
+            fields, _ = split_message(raw)
+        except MessageFormatError:
+            raise SmtpReply("550 5.6.0 Malformed message header") from None
+        mid = message_id_of(fields)
+        qid = secrets.token_hex(6)
+        now = self.services.now()
+        received = received_header(
+            from_helo=s.host_name or "unknown", peer_ip=conn.peer_ip, by_host=self.services.config.hostname,
+            protocol=self.protocol_name, tls=f"{s.tls_version} cipher {s.tls_cipher}",
+            cert_subject=tx.actor, recipient=tx.recipients[0].address if len(tx.recipients) == 1 else None,
+            queue_id=qid, now=now,
+        )
+        full = received + raw
+        await accept(self.services, Acceptance(
+            raw=full, mail_from=tx.mail.address, local=dict(tx.local_ids), recipients=tx.recipients,
+            envid=tx.mail.envid, ret=tx.mail.ret, message_id=mid, actor=tx.actor, listener=self.listener,
+            peer=conn.peer_ip, queue_id=qid,
+        ))
+        if self.services.metrics is not None:
+            self.services.metrics.smtp_messages.labels(self.listener, "accepted").inc()
+        return f"250 2.0.0 OK queued as {qid}"
