@@ -80,6 +80,9 @@ _HEX = "0123456789abcdefABCDEF"
 # RFC 4518 §2.2: these map to SPACE; §2.6.1: runs of SPACE are insignificant.
 _SPACES_RE = re.compile(r"[\s\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+")
 
+# Cc except TAB/LF/CR (those are spaces, mapped above).
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
 RDN = tuple[tuple[str, str], ...]
 
 
@@ -89,10 +92,11 @@ class DistinguishedName:
 
     rdns: tuple[RDN, ...]
     key: str  # canonical string of `rdns`, used as the index key (str hashes are cached)
+    reversed_key: str  # key of the RDNs in the opposite order (a DN written country first)
 
     @classmethod
     def from_rdns(cls, rdns: tuple[RDN, ...]) -> DistinguishedName:
-        return cls(rdns, _key(rdns))
+        return cls(rdns, _key(rdns), _key(tuple(reversed(rdns))))
 
     def reversed(self) -> DistinguishedName:
         return DistinguishedName.from_rdns(tuple(reversed(self.rdns)))
@@ -104,14 +108,11 @@ class DistinguishedName:
         )
 
 
+_SPECIAL_RE = re.compile(r'[,+"\\<>;=]')
+
+
 def _escape(value: str) -> str:
-    out = []
-    for ch in value:
-        if ch in ',+"\\<>;=':
-            out.append("\\" + ch)
-        else:
-            out.append(ch)
-    return "".join(out)
+    return _SPECIAL_RE.sub(lambda m: "\\" + m.group(), value) if _SPECIAL_RE.search(value) else value
 
 
 def _key(rdns: tuple[RDN, ...]) -> str:
@@ -120,10 +121,9 @@ def _key(rdns: tuple[RDN, ...]) -> str:
 
 def normalise_value(value: str) -> str:
     """RFC 5280 §7.1 / RFC 4518 caseIgnoreMatch preparation, simplified (see module docstring)."""
-    value = unicodedata.normalize("NFKC", value)
-    # RFC 4518 §2.2: control characters are ignored.
-    if any(unicodedata.category(c) == "Cc" and c not in "\t\n\r" for c in value):
-        value = "".join(c for c in value if unicodedata.category(c) != "Cc" or c in "\t\n\r")
+    if not value.isascii():
+        value = unicodedata.normalize("NFKC", value)
+    value = _CONTROL_RE.sub("", value)  # RFC 4518 §2.2: control characters are ignored
     return _SPACES_RE.sub(" ", value).strip().casefold()
 
 

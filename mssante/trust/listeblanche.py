@@ -37,6 +37,7 @@ NAMESPACE = "https://listeblanche.mssante.fr/schema"
 DEFAULT_MAX_BYTES = 32 * 1024 * 1024  # the real list is 3.7 MB for 6,554 entries
 _NS = "{" + NAMESPACE + "}"
 _FIELDS = ("Nom", "Description", "DNCertificatOperateur", "ResponsableContact", "SupportContact", "DateMAJ")
+_FIELD_TAGS = {**{_NS + f: f for f in _FIELDS}, **{f: f for f in _FIELDS}}  # with or without the namespace
 # RFC 1035 §2.3.1 letters/digits/hyphen labels (A-labels for IDNs), at least two labels.
 _DOMAIN_RE = re.compile(
     r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)+$"
@@ -191,7 +192,12 @@ def parse_liste_blanche(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> L
                             Problem(ProblemCode.UNEXPECTED_NAMESPACE, "root not in the ANS namespace")
                         )
             elif local == "Domaine":
-                raw_entries.append({c.tag.rpartition("}")[2]: c.text or "" for c in el.iterchildren("{*}*")})
+                rec = {}
+                for c in el:
+                    f = _FIELD_TAGS.get(c.tag)
+                    if f is not None:
+                        rec[f] = c.text or ""
+                raw_entries.append(rec)
                 in_domaine = False
                 el.clear()
                 parent = el.getparent()

@@ -116,14 +116,17 @@ class TrustPolicy:
         self.local_domains: frozenset[str] = frozenset(normalise_domain(d) for d in local_domains)
         self._dn_cache = dn_cache or CertificateDnCache()
         # domain -> keys of the canonical DNs and of their reverse (a list may write C first: accept both).
+        # Most domains share one operator's DN set: intern the frozensets.
         index: dict[str, frozenset[str]] = {}
-        all_keys: set[str] = set()
+        interned: dict[frozenset[DistinguishedName], frozenset[str]] = {}
         for domain, dns in liste.by_domain.items():
-            keys = frozenset(k for dn in dns for k in (dn.key, dn.reversed().key))
+            keys = interned.get(dns)
+            if keys is None:
+                keys = interned[dns] = frozenset(k for dn in dns for k in (dn.key, dn.reversed_key))
             index[domain] = keys
-            all_keys |= keys
+        all_keys = frozenset().union(*interned.values()) if interned else frozenset()
         self._index = index
-        self._all_keys = frozenset(all_keys)
+        self._all_keys: frozenset[str] = all_keys
 
     # SPECS.md §1: the receiver checks the peer's subject DN is listed for the sending domain.
     def inbound(self, peer_cert: x509.Certificate | None, sender_domain: str, now: datetime) -> PeerDecision:
