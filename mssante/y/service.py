@@ -1,0 +1,369 @@
+"""The Y intake service: HL7 bytes in, durable Y delivery, then the ACK.
+
+    intake = YIntake.for_services(services)
+    result = await intake.handle(payload, peer)      # -> IntakeResult(ack=..., delivery_id=..., ...)
+
+Order of operations (issue 7, "AA only after the request is durably stored as a Y delivery"):
+1. the sending system is looked up in config.mllp.senders (application, facility) and, when its
+   rule names a certificate, checked against the validated TLS client certificate;
+2. a message control id already stored for that sender is answered with the stored ACK, nothing
+   else happens (duplicate: HL7 v2.5 §2.10.1, MSH-10 is unique per sending system);
+3. `mssante.y.intake.decide` (pure) validates everything and plans every leg, or refuses with
+   AE/AR + ERR: a refusal stores nothing, so nothing is ever half-sent;
+4. the delivery, its legs (one per DMP document, one per MSSanté recipient), their payloads and the
+   audit event are written in ONE transaction (group commit: several messages share one fsync);
+5. only after COMMIT is the ACK AA returned to the listener, which writes it to the socket.
+A crash before 5 means no AA: the lab resends; the duplicate guard of step 2/4 makes that safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mssante.store.groupcommit import GroupCommitter
+from mssante.store.mail import store_blob
+from mssante.y.ack import AckCode, AckContext, build_ack
+from mssante.y.hl7 import ErrorCode, Hl7Limits, Location, Problem
+from mssante.y.ins import InsEnvironment
+from mssante.y.intake import AuthorisedSender, IntakeConfig, YPlan, YRefusal, decide, lookups_needed
+from mssante.y.mllp import Frame, Oversize, PeerInfo
+from mssante.y.models import LEG_DMP, LEG_MSS, YDelivery, YLeg
+from mssante.y.tracking import ACCEPTED
+
+if TYPE_CHECKING:
+    from mssante.app import Services
+
+log = logging.getLogger("mssante.y.service")
+
+OUR_APPLICATION = "MSSANTE-PFI"
+
+
+class SenderConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class SenderRule:
+    """One entry of config.mllp.senders (docs/y-runtime.md lists the keys)."""
+
+    application: str  # MSH-3.1
+    facility: str  # MSH-4.1
+    mailbox: str  # the lab's APP mailbox: From of the MSSanté legs, receives DSNs and MDNs
+    certificate: str = ""  # subject DN, CN or SHA-256 fingerprint of its TLS client certificate; "" = none required
+    structures: frozenset[str] = frozenset()  # structure ids (PRT-8.10) it may send for; empty = any
+    ack_endpoint: str = ""  # host:port of its MLLP listener for ZAM business acknowledgements
+    display_name: str = ""
+    nil: str = ""  # X-MSS-NIL
+
+    @property
+    def key(self) -> str:
+        return f"{self.application}|{self.facility}"
+
+    def as_authorised(self) -> AuthorisedSender:
+        return AuthorisedSender(self.application, self.facility, self.mailbox, self.display_name or self.application,
+                                self.structures, self.nil)
+
+
+def parse_senders(entries: Sequence[dict[str, Any]]) -> tuple[SenderRule, ...]:
+    rules: list[SenderRule] = []
+    known = {"application", "facility", "mailbox", "certificate", "structures", "structure", "ack_endpoint",
+             "display_name", "nil"}
+    for i, e in enumerate(entries):
+        where = f"mllp.senders[{i}]"
+        for k in e:
+            if k not in known:
+                raise SenderConfigError(f"config error: {where}.{k} is not a known key (see docs/y-runtime.md)")
+        for k in ("application", "facility", "mailbox"):
+            if not isinstance(e.get(k), str) or not e[k]:
+                raise SenderConfigError(f"config error: {where}.{k} is required (a string)")
+        structures = e.get("structures", [])
+        if isinstance(structures, str):
+            structures = [structures]
+        if e.get("structure"):
+            structures = [*structures, str(e["structure"])]
+        endpoint = str(e.get("ack_endpoint", ""))
+        if endpoint:
+            from mssante.config import parse_hostport
+
+            parse_hostport(endpoint, f"{where}.ack_endpoint")
+        rules.append(SenderRule(
+            application=e["application"], facility=e["facility"], mailbox=e["mailbox"].lower(),
+            certificate=str(e.get("certificate", "")), structures=frozenset(str(s) for s in structures),
+            ack_endpoint=endpoint, display_name=str(e.get("display_name", "")), nil=str(e.get("nil", "")),
+        ))
+    return tuple(rules)
+
+
+def _norm_dn(value: str) -> str:
+    return "".join(value.split()).casefold()
+
+
+def certificate_matches(rule: SenderRule, peer: PeerInfo) -> bool:
+    """The rule's certificate identity equals the validated peer certificate (DN, CN or fingerprint)."""
+    if not rule.certificate:
+        return True
+    if not peer.cert_subject or peer.cert_error:
+        return False
+    want = rule.certificate.strip()
+    if want.replace(":", "").lower() == peer.cert_sha256:
+        return True
+    if _norm_dn(want) == _norm_dn(peer.cert_subject):
+        return True
+    cns = [part[3:] for part in peer.cert_subject.split(",") if part.strip().upper().startswith("CN=")]
+    return any(cn.strip() == want for cn in cns)
+
+
+def _msh_key(payload: bytes) -> tuple[str, str, str] | None:
+    """MSH-3.1, MSH-4.1 and MSH-10 read from the first line only (duplicate pre-check)."""
+    first = payload[:2048].replace(b"\n", b"\r").split(b"\r", 1)[0]
+    if not first.startswith(b"MSH|"):
+        return None
+    parts = first.decode("utf-8", "replace").split("|")
+    if len(parts) < 10:
+        return None
+    return parts[2].split("^")[0], parts[3].split("^")[0], parts[9].split("^")[0]
+
+
+@dataclass(frozen=True)
+class IntakeResult:
+    ack: bytes
+    code: str  # AA | AE | AR
+    delivery_id: int | None = None
+    duplicate: bool = False
+
+
+@dataclass(frozen=True)
+class _Rendered:
+    plan: YPlan
+    mails: tuple[bytes, ...]  # plan.mail_legs rendered, same order
+
+
+def _ack_control_id() -> str:
+    return "A" + uuid.uuid4().hex[:19].upper()
+
+
+class YIntake:
+    def __init__(self, services: Services, *, committer: GroupCommitter | None = None) -> None:
+        self.services = services
+        cfg = services.config
+        self.rules = parse_senders(cfg.mllp.senders)
+        self._by_key = {r.key: r for r in self.rules}
+        self.intake_config = IntakeConfig(
+            senders=tuple(r.as_authorised() for r in self.rules),
+            environment=InsEnvironment(cfg.mllp.environment),
+            patient_domain=cfg.mllp.patient_domain,
+            message_id_domain=cfg.operator.domain,
+            limits=Hl7Limits(max_message_bytes=cfg.mllp.max_message_size,
+                             max_field_bytes=cfg.mllp.max_message_size),
+        )
+        backend = services.engine.dialect.name
+        self._committer = committer or GroupCommitter(services.sessions, workers=1 if backend == "sqlite" else 4)
+        self._own_committer = committer is None
+
+    @classmethod
+    def for_services(cls, services: Services) -> YIntake:
+        intake = services.extras.get("y_intake")
+        if not isinstance(intake, YIntake):
+            intake = cls(services)
+            services.extras["y_intake"] = intake
+        return intake
+
+    async def close(self) -> None:
+        if self._own_committer:
+            await self._committer.close()
+
+    # --- trust and directory for the pure core -----------------------------------------------------
+    def _trust(self, domain: str) -> bool:
+        d = domain.lower()
+        if d in self.services.config.all_local_domains:
+            return True
+        trust = self.services.trust
+        if trust is None:
+            return False
+        return bool(trust.policy.submission(d).accept)
+
+    async def _lookups(self, payload: bytes) -> dict[str, list[str]]:
+        ids = lookups_needed(payload, self.intake_config.limits)
+        directory = self.services.directory
+        out: dict[str, list[str]] = {}
+        if not ids or directory is None:
+            return out
+        for ident in ids:
+            try:
+                found = await directory.mailboxes_for(ident)
+            except Exception:  # noqa: BLE001 - an unavailable directory = unknown id (refused with an ERR)
+                log.warning("directory lookup failed")
+                found = []
+            out[ident] = [getattr(m, "address", m) for m in (found or [])]
+        return out
+
+    # --- the listener entry points -----------------------------------------------------------------
+    async def handle_frame(self, item: Frame | Oversize, peer: PeerInfo) -> bytes:
+        if isinstance(item, Oversize):
+            now = self.services.now()
+            ctx = AckContext.salvage(item.head, our_application=OUR_APPLICATION, our_facility=self.services.config.operator.domain)
+            problem = Problem(ErrorCode.APPLICATION_ERROR,
+                              f"message of {item.size} bytes exceeds the {self.services.config.mllp.max_message_size}-byte limit")
+            self.services.metrics.hl7_messages.labels(ack="AE").inc()
+            await self._audit_refusal(peer, ctx.control_id, "AE", problem)
+            return build_ack(ctx, AckCode.ERROR, (problem,), control_id=_ack_control_id(), now=now)
+        return (await self.handle(item.payload, peer)).ack
+
+    async def handle(self, payload: bytes, peer: PeerInfo) -> IntakeResult:
+        started = time.perf_counter()
+        try:
+            result = await self._handle(payload, peer)
+        except Exception:  # noqa: BLE001 - the peer gets a generic AR with a correlation id, never a trace
+            ref = uuid.uuid4().hex[:12]
+            log.exception("y intake failed (ref %s)", ref)
+            now = self.services.now()
+            ctx = AckContext.salvage(payload, our_application=OUR_APPLICATION, our_facility=self.services.config.operator.domain)
+            problem = Problem(ErrorCode.APPLICATION_ERROR, f"temporary failure, resend later (ref {ref})")
+            result = IntakeResult(build_ack(ctx, AckCode.REJECT, (problem,), control_id=_ack_control_id(), now=now), "AR")
+        self.services.metrics.hl7_messages.labels(ack=result.code).inc()
+        self.services.metrics.ack_latency.observe(time.perf_counter() - started)
+        return result
+
+    def _refuse(self, ctx: AckContext, problem: Problem, code: AckCode = AckCode.ERROR) -> IntakeResult:
+        ack = build_ack(ctx, code, (problem,), control_id=_ack_control_id(), now=self.services.now())
+        return IntakeResult(ack, code.value)
+
+    async def _handle(self, payload: bytes, peer: PeerInfo) -> IntakeResult:
+        salvage_ctx = None
+        key = _msh_key(payload)
+        if peer.cert_error:
+            salvage_ctx = AckContext.salvage(payload, our_application=OUR_APPLICATION,
+                                             our_facility=self.services.config.operator.domain)
+            problem = Problem(ErrorCode.APPLICATION_ERROR, "client certificate not accepted", Location("MSH", 1, 3))
+            await self._audit_refusal(peer, salvage_ctx.control_id, "AE", problem)
+            return self._refuse(salvage_ctx, problem)
+        if key is not None:
+            rule = self._by_key.get(f"{key[0]}|{key[1]}")
+            if rule is not None and not certificate_matches(rule, peer):
+                salvage_ctx = AckContext.salvage(payload, our_application=OUR_APPLICATION,
+                                                 our_facility=self.services.config.operator.domain)
+                problem = Problem(ErrorCode.APPLICATION_ERROR,
+                                  "sending system not authorised for this client certificate", Location("MSH", 1, 3))
+                await self._audit_refusal(peer, salvage_ctx.control_id, "AE", problem)
+                return self._refuse(salvage_ctx, problem)
+            if rule is not None:
+                stored = await self._stored_ack(rule.key, key[2])
+                if stored is not None:
+                    return IntakeResult(stored[1].encode("utf-8"), "AA", stored[0], duplicate=True)
+        lookups = await self._lookups(payload)
+        now = self.services.now()
+        rendered = await asyncio.to_thread(self._decide, payload, lookups, now)
+        if isinstance(rendered, YRefusal):
+            problem = rendered.problems[0]
+            await self._audit_refusal(peer, rendered.control_id or "", rendered.code.value, problem)
+            return IntakeResult(rendered.ack, rendered.code.value)
+        plan = rendered.plan
+        rule = self._by_key[f"{plan.request.sending_application.namespace}|{plan.request.sending_facility.namespace}"]
+        delivery_id, ack, duplicate = await self.store(rendered, rule, actor=peer.label, source="mllp")
+        wake = self.services.extras.get("y_wakeup")
+        if isinstance(wake, asyncio.Event) and not duplicate:
+            wake.set()
+        return IntakeResult(ack, "AA", delivery_id, duplicate)
+
+    def _decide(self, payload: bytes, lookups: dict[str, list[str]], now: dt.datetime) -> _Rendered | YRefusal:
+        decision = decide(payload, self.intake_config, now, trust=self._trust, directory=lookups.get,
+                          our_application=OUR_APPLICATION, our_facility=self.services.config.operator.domain,
+                          ack_control_id=_ack_control_id())
+        if isinstance(decision, YRefusal):
+            return decision
+        return _Rendered(decision, tuple(leg.message.as_bytes() for leg in decision.mail_legs))
+
+    async def _stored_ack(self, sender_key: str, control_id: str) -> tuple[int, str] | None:
+        async with self.services.sessions() as s:
+            row = (await s.execute(select(YDelivery.id, YDelivery.ack).where(
+                YDelivery.sender_key == sender_key, YDelivery.control_id == control_id))).first()
+        return (int(row[0]), str(row[1])) if row is not None else None
+
+    async def _audit_refusal(self, peer: PeerInfo, control_id: str, code: str, problem: Problem) -> None:
+        try:
+            await self.services.audit.record(
+                "y.refused", peer.label, code, control_id=control_id[:64], error_code=int(problem.code),
+                app_code=int(problem.app_code) if problem.app_code is not None else None,
+                reason=problem.message[:300],
+            )
+        except Exception:  # noqa: BLE001 - the NACK is still sent
+            log.exception("audit of a refusal failed")
+
+    # --- durable storage ---------------------------------------------------------------------------
+    async def store(self, rendered: _Rendered, rule: SenderRule, *, actor: str, source: str) -> tuple[int, bytes, bool]:
+        """Write the delivery and all its legs in one transaction; return (id, ack, duplicate) after COMMIT."""
+        self._committer.start()
+        now = self.services.now()
+
+        async def job(session: AsyncSession) -> tuple[int, bytes, bool]:
+            return await store_plan(session, rendered.plan, rendered.mails, rule, actor=actor, source=source, now=now,
+                                    audit=self.services.audit)
+
+        return await self._committer.submit(job)
+
+
+async def store_plan(
+    session: AsyncSession,
+    plan: YPlan,
+    mails: Sequence[bytes],
+    rule: SenderRule,
+    *,
+    actor: str,
+    source: str,
+    now: dt.datetime,
+    audit: Any,
+) -> tuple[int, bytes, bool]:
+    """The single transaction of step 4 (the caller commits). Safe to re-run after a rollback."""
+    req = plan.request
+    existing = (await session.execute(select(YDelivery.id, YDelivery.ack).where(
+        YDelivery.sender_key == rule.key, YDelivery.control_id == req.control_id))).first()
+    if existing is not None:
+        return int(existing[0]), str(existing[1]).encode("utf-8"), True
+    ack_text = plan.ack.decode("utf-8")
+    delivery = YDelivery(
+        sender_key=rule.key, control_id=req.control_id, message_type=req.message_type, action=plan.action.value,
+        patient_ins=req.patient.identity.ins, sender_mailbox=rule.mailbox, source=source, actor=actor[:500],
+        ack_reception=plan.routing.ack_reception, ack_lecture=plan.routing.ack_lecture,
+        ack_endpoint=rule.ack_endpoint, ack_context=dataclasses.asdict(plan.ack_context), ack=ack_text,
+        warnings=list(plan.warnings), received_at=now,
+    )
+    session.add(delivery)
+    await session.flush()
+    ids_by_address = {p.address.lower(): (p.person.id if p.person is not None else "") for p in req.recipients
+                      if p.address}
+    ins = req.patient.identity.ins or ""
+    legs: list[YLeg] = []
+    for leg, raw in zip(plan.mail_legs, mails, strict=True):
+        blob_id = await store_blob(session, raw)
+        for rcpt in leg.recipients:
+            rid = ins if leg.group.value == "patient" else ids_by_address.get(rcpt.lower(), "")
+            legs.append(YLeg(delivery_id=delivery.id, kind=LEG_MSS, group=leg.group.value, recipient=rcpt,
+                             recipient_id=rid[:64], message_id=leg.message_id, blob_id=blob_id, state=ACCEPTED,
+                             state_at=now, attempts=0, next_attempt_at=now))
+    for req_dmp in plan.dmp:
+        blob_id = await store_blob(session, req_dmp.cda)
+        fields = {f.name: getattr(req_dmp, f.name) for f in dataclasses.fields(req_dmp) if f.name != "cda"}
+        fields["action"] = req_dmp.action.value
+        fields["restrictions"] = sorted(req_dmp.restrictions)
+        legs.append(YLeg(delivery_id=delivery.id, kind=LEG_DMP, group="", recipient=req_dmp.ins,
+                         recipient_id=req_dmp.ins, message_id=None, blob_id=blob_id, state=ACCEPTED, state_at=now,
+                         attempts=0, next_attempt_at=now, detail={"request": fields}))
+    session.add_all(legs)
+    session.add(audit.event(
+        "y.accepted", actor, "ok", delivery_id=delivery.id, sender=rule.key, control_id=req.control_id[:64],
+        message_type=req.message_type, source=source, ins=ins, legs=len(legs),
+        dmp_legs=len(plan.dmp), mss_recipients=sum(len(m.recipients) for m in plan.mail_legs),
+    ))
+    await session.flush()
+    return int(delivery.id), plan.ack, False

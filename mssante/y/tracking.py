@@ -1,0 +1,183 @@
+"""The state machine of Y delivery legs, as data (h11 `_state.py` style), and its durable application.
+
+Leg states (issue 7, "The Y delivery object"):
+
+    MSSanté leg:  accepted -> queued -> sent -> delivered -> read | read-error
+                          \\-> delivered (local recipient)    \\-> failed (DSN failure)
+    DMP leg:      accepted -> dmp-accepted | dmp-rejected
+
+`TRANSITIONS` lists every allowed (kind, from, to). Applying a transition is idempotent:
+- to the state the leg already has, or to a state it has already passed (a late "sent" after
+  "delivered", a replayed DSN): nothing changes (`UNCHANGED`), no second acknowledgement;
+- to a state not reachable from the current one (e.g. `failed` -> `read`): `REFUSED`, nothing changes.
+
+The database write is a conditional UPDATE ... WHERE state IN (allowed sources), so two workers
+racing on the same leg apply it once. The ZAM acknowledgement a transition causes is queued in the
+same transaction (y_ack_outbox, unique per leg/event/outcome): a crash never loses it nor doubles it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mssante.y.models import LEG_DMP, LEG_MSS, YAckOutbox, YDelivery, YLeg, YStateChange
+
+ACCEPTED = "accepted"
+QUEUED = "queued"
+SENT = "sent"
+DELIVERED = "delivered"
+FAILED = "failed"
+READ = "read"
+READ_ERROR = "read-error"
+DMP_ACCEPTED = "dmp-accepted"
+DMP_REJECTED = "dmp-rejected"
+
+MSS_STATES = (ACCEPTED, QUEUED, SENT, DELIVERED, FAILED, READ, READ_ERROR)
+DMP_STATES = (ACCEPTED, DMP_ACCEPTED, DMP_REJECTED)
+
+# (kind, from) -> states reachable in one step. Anything else is refused or already passed.
+TRANSITIONS: dict[tuple[str, str], frozenset[str]] = {
+    (LEG_MSS, ACCEPTED): frozenset({QUEUED, SENT, DELIVERED, FAILED, READ, READ_ERROR}),
+    (LEG_MSS, QUEUED): frozenset({SENT, DELIVERED, FAILED, READ, READ_ERROR}),
+    (LEG_MSS, SENT): frozenset({DELIVERED, FAILED, READ, READ_ERROR}),
+    # A DSN "failed" after "delivered" is possible (delivered to a relay, then bounced): kept.
+    (LEG_MSS, DELIVERED): frozenset({READ, READ_ERROR, FAILED}),
+    (LEG_MSS, FAILED): frozenset(),
+    (LEG_MSS, READ): frozenset(),
+    (LEG_MSS, READ_ERROR): frozenset(),
+    (LEG_DMP, ACCEPTED): frozenset({DMP_ACCEPTED, DMP_REJECTED}),
+    (LEG_DMP, DMP_ACCEPTED): frozenset(),
+    (LEG_DMP, DMP_REJECTED): frozenset(),
+}
+
+# Progress order, used to tell "already passed" (UNCHANGED) from "not allowed" (REFUSED).
+_RANK = {ACCEPTED: 0, QUEUED: 1, SENT: 2, DELIVERED: 3, FAILED: 3, READ: 4, READ_ERROR: 4, DMP_ACCEPTED: 1,
+         DMP_REJECTED: 1}
+
+TERMINAL = frozenset({FAILED, READ, READ_ERROR, DMP_ACCEPTED, DMP_REJECTED})
+
+# Business acknowledgements caused by a transition (ANS guide ack-metier-zam.md):
+# event, success, and which delivery flag asks for it.
+ZAM_FOR_STATE: dict[str, tuple[str, bool, str]] = {
+    DMP_ACCEPTED: ("Z01", True, "ack_reception"),
+    DMP_REJECTED: ("Z01", False, "ack_reception"),
+    SENT: ("Z02", True, "ack_reception"),
+    DELIVERED: ("Z02", True, "ack_reception"),
+    FAILED: ("Z02", False, "ack_reception"),
+    READ: ("Z03", True, "ack_lecture"),
+    READ_ERROR: ("Z03", False, "ack_lecture"),
+}
+
+
+class Outcome(enum.Enum):
+    APPLIED = "applied"
+    UNCHANGED = "unchanged"  # already in that state or past it
+    REFUSED = "refused"  # not reachable from the current state
+
+
+def decide(kind: str, current: str, target: str) -> Outcome:
+    """Pure: what applying `target` to a leg in `current` does."""
+    allowed = TRANSITIONS.get((kind, current))
+    if allowed is None:
+        raise ValueError(f"unknown leg state {kind}/{current}")
+    if (kind, target) not in TRANSITIONS:
+        raise ValueError(f"unknown leg state {kind}/{target}")
+    if target in allowed:
+        return Outcome.APPLIED
+    if _RANK[target] <= _RANK[current]:
+        return Outcome.UNCHANGED  # already there, or a late event about a step already passed
+    return Outcome.REFUSED
+
+
+def sources_for(kind: str, target: str) -> list[str]:
+    return [frm for (k, frm), tos in TRANSITIONS.items() if k == kind and target in tos]
+
+
+@dataclass(frozen=True)
+class ZamError:
+    code: str
+    label: str
+
+
+async def transition(
+    session: AsyncSession,
+    leg_id: int,
+    target: str,
+    *,
+    now: dt.datetime,
+    reason: str = "",
+    detail: dict[str, Any] | None = None,
+    error: ZamError | None = None,
+) -> Outcome:
+    """Apply `target` to leg `leg_id` in the caller's transaction (the caller commits)."""
+    leg = await session.get(YLeg, leg_id)
+    if leg is None:
+        raise LookupError(f"no Y leg {leg_id}")
+    await session.refresh(leg)
+    outcome = decide(leg.kind, leg.state, target)
+    if outcome is not Outcome.APPLIED:
+        return outcome
+    previous = leg.state
+    values: dict[str, Any] = {"state": target, "state_at": now, "lease_until": None}
+    if target in TERMINAL or target in (DELIVERED, SENT, QUEUED):
+        values["next_attempt_at"] = None
+    if error is not None:
+        values["last_error"] = f"{error.code} {error.label}"[:1000]
+    if detail:
+        merged = dict(leg.detail or {})
+        merged.update(detail)
+        values["detail"] = merged
+    res = await session.execute(
+        update(YLeg).where(YLeg.id == leg_id, YLeg.state.in_(sources_for(leg.kind, target))).values(**values)
+    )
+    if not res.rowcount:  # type: ignore[attr-defined]
+        return Outcome.UNCHANGED  # another worker moved it first
+    session.add(YStateChange(leg_id=leg_id, from_state=previous, to_state=target, at=now, reason=reason[:500]))
+    await _queue_zam(session, leg, target, now, error)
+    await session.flush()
+    await session.refresh(leg)
+    return Outcome.APPLIED
+
+
+async def _queue_zam(session: AsyncSession, leg: YLeg, target: str, now: dt.datetime, error: ZamError | None) -> None:
+    zam = ZAM_FOR_STATE.get(target)
+    if zam is None:
+        return
+    event, success, flag = zam
+    delivery = await session.get(YDelivery, leg.delivery_id)
+    if delivery is None or not getattr(delivery, flag) or not delivery.ack_endpoint:
+        return
+    if not success and error is None:
+        error = ZamError("906", "Autre erreur")
+    values = {
+        "delivery_id": delivery.id, "leg_id": leg.id, "event": event, "success": success,
+        "error_code": error.code[:40] if error and not success else "",
+        "error_label": error.label[:300] if error and not success else "",
+        "endpoint": delivery.ack_endpoint, "attempts": 0, "next_attempt_at": now, "created_at": now,
+    }
+    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+    stmt: Any
+    if dialect == "postgresql":
+        stmt = postgresql.insert(YAckOutbox).values(**values).on_conflict_do_nothing(
+            constraint="uq_y_ack_outbox_leg_event")
+    else:
+        stmt = sqlite.insert(YAckOutbox).values(**values).on_conflict_do_nothing()
+    await session.execute(stmt)
+
+
+async def legs_of(session: AsyncSession, delivery_id: int) -> list[YLeg]:
+    return list((await session.scalars(select(YLeg).where(YLeg.delivery_id == delivery_id).order_by(YLeg.id))).all())
+
+
+def aware(t: dt.datetime | None) -> dt.datetime | None:
+    """SQLite returns naive datetimes for DateTime(timezone=True): they were written in UTC."""
+    if t is None:
+        return None
+    return t if t.tzinfo is not None else t.replace(tzinfo=dt.timezone.utc)

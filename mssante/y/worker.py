@@ -1,0 +1,569 @@
+"""The Y worker: takes stored legs to their destinations and tracks them until confirmed.
+
+One loop (woken by the intake after each commit, else every `poll_interval` seconds) runs:
+
+1. MSSanté legs (`accepted`): each leg message is submitted *as the lab's APP mailbox* through the
+   submission rules (mssante/smtp/submission.py: sender must be an open local mailbox; each
+   recipient local-and-open or in the trust space, else refused with the SMTP reply; Message-ID/Date
+   hygiene; Received trace) and the same acceptance writes (mssante/smtp/delivery.py: local
+   delivery with ENVELOPE/BODYSTRUCTURE, relay queue rows with NOTIFY=SUCCESS,FAILURE,DELAY and an
+   ENVID, audit). Those writes and the leg transitions (`delivered` for local recipients, `queued`
+   for remote ones, `failed` for refused ones) are ONE transaction: a crash leaves either nothing
+   done (the leg is submitted again) or everything done (never twice).
+2. DMP legs (`accepted`, due): the attempt and its next retry time are committed *before* calling
+   the DmpConnector (the mox queue rule); Accepted -> `dmp-accepted`, Rejected -> `dmp-rejected`,
+   TemporaryFailure -> retried on `DMP_SCHEDULE`, `dmp-rejected` after `dmp_max_attempts`.
+   A crash during the call means one more call later with the same document uniqueId (the DMP
+   detects the duplicate): at-least-once on the wire, exactly one tracked outcome.
+3. DSNs and MDNs delivered to the lab's APP mailbox (INBOX, read past a per-folder UID cursor kept
+   in the same transaction as the leg updates) are matched to their leg by Original-Envelope-Id /
+   returned Message-ID (DSN, RFC 3464) or Original-Message-ID + Final-Recipient (MDN, RFC 8098).
+4. `queued` legs whose relay queue rows are gone were handed over to the remote operator: `sent`.
+5. Business acknowledgements (y_ack_outbox) go to the lab's MLLP ACK endpoint as ZAM^Z01/Z02/Z03
+   (attempt recorded before sending; a stable MSH-10 "ZAM<id>" lets the lab drop a resent one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import email.parser
+import email.policy
+import logging
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import and_, exists, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mssante.dmp.api import DmpAccepted, DmpAction, DmpConnector, DmpRejected, DmpRequest, DmpTemporaryFailure
+from mssante.store.models import Blob, Folder, Mailbox, Message
+from mssante.y.ack import AckContext, ZamEvent, build_zam
+from mssante.y.ack import ZamError as WireZamError
+from mssante.y.models import LEG_DMP, LEG_MSS, YAckOutbox, YDelivery, YLeg, YMailCursor
+from mssante.y.reports import ReportError, parse_dsn, parse_mdn
+from mssante.y.tracking import (
+    ACCEPTED,
+    DELIVERED,
+    DMP_ACCEPTED,
+    DMP_REJECTED,
+    FAILED,
+    QUEUED,
+    READ,
+    READ_ERROR,
+    SENT,
+    ZamError,
+    aware,
+    transition,
+)
+
+if TYPE_CHECKING:
+    from mssante.app import Services
+
+log = logging.getLogger("mssante.y.worker")
+
+# Seconds to wait after the n-th failed attempt; the last value repeats (documented in docs/y-runtime.md).
+DMP_SCHEDULE = (30, 120, 600, 1800, 3600)
+ZAM_SCHEDULE = (10, 60, 300, 900, 3600)
+SUBMIT_RETRY = 60  # a leg whose sender mailbox is missing/closed waits this long (operator misconfiguration)
+NOTIFY_ALL = "SUCCESS,FAILURE,DELAY"  # RFC 3461 §4.1: every outcome comes back to the APP mailbox
+
+
+def _delay(schedule: Sequence[int], attempts: int) -> dt.timedelta:
+    i = min(max(attempts, 1), len(schedule)) - 1
+    return dt.timedelta(seconds=schedule[i])
+
+
+def envid_for(leg_message_id: str) -> str:
+    """RFC 3461 §4.4 ENVID (xtext-safe): the leg message's Message-ID without brackets."""
+    return leg_message_id.strip("<> ")[:100]
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    """Per-recipient outcome of one in-process submission."""
+
+    state: str  # delivered | queued | failed
+    reply: str  # SMTP reply (e.g. "550 5.1.1 Mailbox unknown or closed") for failures
+
+
+class SenderUnavailable(Exception):
+    pass
+
+
+async def submit_as_app(
+    session: AsyncSession,
+    services: Services,
+    *,
+    mailbox: str,
+    raw: bytes,
+    recipients: Sequence[str],
+    message_id: str,
+    now: dt.datetime,
+    prepared: tuple[bytes, Any, Any] | None = None,
+) -> dict[str, SubmitResult]:
+    """Submission of one leg message by the lab's APP mailbox, in the caller's transaction.
+
+    The rules of mssante/smtp/submission.py, applied in-process (no SMTP hop between two parts of
+    one gateway): the sender is an open APP mailbox of ours; local recipients must exist and be
+    open (550 5.1.1); remote ones must be in the trust space (550 5.7.1, SPECS.md §1).
+    """
+    from mssante.smtp.envelope import domain_of
+    from mssante.store.mail import deliver
+    from mssante.store.queue import NewRecipient, enqueue
+
+    sender = await session.scalar(select(Mailbox).where(Mailbox.address == mailbox.lower()))
+    if sender is None or not sender.enabled or sender.kind != "APP":
+        raise SenderUnavailable(f"sender mailbox {mailbox} is not an open APP mailbox of this operator")
+    full, env, bs = prepared if prepared is not None else prepare_leg_message(services, raw, now)
+    local_domains = services.config.all_local_domains
+    results: dict[str, SubmitResult] = {}
+    local_ids: dict[str, int] = {}
+    remote: list[str] = []
+    for rcpt in recipients:
+        addr = rcpt.lower()
+        domain = domain_of(addr)
+        if domain in local_domains:
+            row = (await session.execute(select(Mailbox.id, Mailbox.enabled).where(Mailbox.address == addr))).first()
+            if row is None or not row[1]:
+                results[rcpt] = SubmitResult(FAILED, "550 5.1.1 Mailbox unknown or closed")
+                continue
+            local_ids[rcpt] = int(row[0])
+            results[rcpt] = SubmitResult(DELIVERED, "250 2.0.0 delivered")
+            continue
+        trust = services.trust
+        if trust is None or not trust.policy.submission(domain).accept:
+            results[rcpt] = SubmitResult(FAILED, f"550 5.7.1 Recipient domain {domain} is not in the MSSante trust space")
+            continue
+        remote.append(addr)
+        results[rcpt] = SubmitResult(QUEUED, "250 2.0.0 queued")
+    if local_ids:
+        await deliver(session, full, sorted(set(local_ids.values())), internaldate=now, message_id=message_id,
+                      envelope=env, bodystructure=bs)
+    if remote:
+        await enqueue(session, full, mailbox.lower(),
+                      [NewRecipient(a, f"rfc822;{a}", NOTIFY_ALL) for a in remote], now=now,
+                      envid=envid_for(message_id), ret="HDRS", message_id=message_id, actor=mailbox.lower())
+    session.add(services.audit.event(
+        "smtp.y.accept", mailbox.lower(), "accepted" if local_ids or remote else "refused", mail_from=mailbox.lower(),
+        local=sorted(local_ids), remote=remote, refused=sorted(r for r, v in results.items() if v.state == FAILED),
+        message_id=message_id, size=len(full),
+    ))
+    return results
+
+
+def prepare_leg_message(services: Services, raw: bytes, now: dt.datetime) -> tuple[bytes, Any, Any]:
+    """Submission hygiene and trace (CPU work kept out of the write transaction)."""
+    from mssante.smtp.delivery import summarize
+    from mssante.smtp.message import prepare_submission, received_header
+
+    prepared, _ = prepare_submission(raw, now=now, domain=services.config.operator.domain)
+    received = received_header(
+        from_helo="mllp-intake", peer_ip="127.0.0.1", by_host=services.config.hostname, protocol="ESMTPA",
+        tls="internal submission by the Y intake", cert_subject=None, recipient=None,
+        queue_id=secrets.token_hex(6), now=now,
+    )
+    full = received + prepared
+    env, bs = summarize(full)
+    return full, env, bs
+
+
+def _relay_wakeup(services: Services) -> None:
+    try:
+        from mssante.smtp.delivery import relay_wakeup
+    except ImportError:  # pragma: no cover
+        return
+    relay_wakeup(services).set()
+
+
+def _request_of(leg: YLeg, cda: bytes) -> DmpRequest:
+    fields = dict((leg.detail or {}).get("request", {}))
+    fields["action"] = DmpAction(fields["action"])
+    fields["restrictions"] = frozenset(fields.get("restrictions", ()))
+    return DmpRequest(cda=cda, **fields)
+
+
+_HEADERS = email.parser.BytesHeaderParser(policy=email.policy.default)
+
+
+def report_type(raw: bytes) -> str | None:
+    """'delivery-status' or 'disposition-notification' for a multipart/report, else None."""
+    head = raw[: raw.find(b"\r\n\r\n") + 2] if b"\r\n\r\n" in raw[:65536] else raw[:65536]
+    msg = _HEADERS.parsebytes(head)
+    if msg.get_content_type() != "multipart/report":
+        return None
+    rt = str(msg.get_param("report-type", "") or "").lower()
+    return rt if rt in ("delivery-status", "disposition-notification") else None
+
+
+class YWorker:
+    def __init__(
+        self,
+        services: Services,
+        *,
+        dmp: DmpConnector | None = None,
+        poll_interval: float = 1.0,
+        dmp_schedule: Sequence[int] = DMP_SCHEDULE,
+        dmp_max_attempts: int = 8,
+        dmp_timeout: float | None = None,
+        zam_schedule: Sequence[int] = ZAM_SCHEDULE,
+        zam_max_attempts: int = 40,
+        batch: int = 100,
+    ) -> None:
+        self.services = services
+        self.dmp = dmp
+        self.poll_interval = poll_interval
+        self.dmp_schedule = tuple(dmp_schedule)
+        self.dmp_max_attempts = dmp_max_attempts
+        self.dmp_timeout = dmp_timeout if dmp_timeout is not None else max(services.config.dmp.timeout, 1.0)
+        self.zam_schedule = tuple(zam_schedule)
+        self.zam_max_attempts = zam_max_attempts
+        self.batch = batch
+        self.wakeup = services.extras.get("y_wakeup")
+        if not isinstance(self.wakeup, asyncio.Event):
+            self.wakeup = asyncio.Event()
+            services.extras["y_wakeup"] = self.wakeup
+        self._task: asyncio.Task[None] | None = None
+        self._dmp_tasks: set[asyncio.Task[None]] = set()
+        self._pg = services.engine.dialect.name == "postgresql"
+
+    # --- lifecycle ----------------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._loop(), name="y-worker")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+        for t in list(self._dmp_tasks):
+            t.cancel()
+        for t in list(self._dmp_tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+
+    async def _loop(self) -> None:
+        assert self.wakeup is not None
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.wakeup.wait(), self.poll_interval)
+            self.wakeup.clear()
+            try:
+                busy = await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - keep tracking; the next round retries
+                log.exception("y worker round failed")
+                busy = 0
+            if busy >= self.batch:
+                self.wakeup.set()  # more is waiting
+
+    async def run_once(self) -> int:
+        """One round of every duty; returns how many items were handled (tests call it directly)."""
+        now = self.services.now()
+        done = await self.submit_mss(now)
+        done += await self.start_dmp(now)
+        done += await self.scan_reports(now)
+        done += await self.check_relay(now)
+        done += await self.send_zams(now)
+        return done
+
+    async def drain_dmp(self) -> None:
+        """Wait for DMP calls started by `run_once` (tests)."""
+        while self._dmp_tasks:
+            await asyncio.gather(*list(self._dmp_tasks), return_exceptions=True)
+
+    # --- 1. MSSanté legs ----------------------------------------------------------------------------
+    async def submit_mss(self, now: dt.datetime) -> int:
+        async with self.services.sessions() as s:
+            rows = (await s.execute(
+                select(YLeg.delivery_id, YLeg.message_id, YLeg.blob_id)
+                .where(YLeg.kind == LEG_MSS, YLeg.state == ACCEPTED, YLeg.next_attempt_at <= now)
+                .group_by(YLeg.delivery_id, YLeg.message_id, YLeg.blob_id)
+                .limit(self.batch)
+            )).all()
+        handled = 0
+        for delivery_id, message_id, blob_id in rows:
+            try:
+                handled += await self._submit_group(int(delivery_id), str(message_id), int(blob_id), now)
+            except SenderUnavailable as e:
+                log.error("y delivery %s: %s", delivery_id, e)
+                async with self.services.sessions() as s, s.begin():
+                    await s.execute(update(YLeg).where(
+                        YLeg.delivery_id == delivery_id, YLeg.message_id == message_id, YLeg.state == ACCEPTED
+                    ).values(next_attempt_at=now + dt.timedelta(seconds=SUBMIT_RETRY), last_error=str(e)[:500]))
+        if handled:
+            _relay_wakeup(self.services)
+        return handled
+
+    async def _submit_group(self, delivery_id: int, message_id: str, blob_id: int, now: dt.datetime) -> int:
+        async with self.services.sessions() as s:
+            raw = await s.scalar(select(Blob.data).where(Blob.id == blob_id))
+        if raw is None:
+            raise LookupError(f"blob {blob_id} of Y delivery {delivery_id} is missing")
+        prepared = await asyncio.to_thread(prepare_leg_message, self.services, bytes(raw), now)
+        async with self.services.sessions() as s, s.begin():
+            q = select(YLeg).where(YLeg.delivery_id == delivery_id, YLeg.message_id == message_id,
+                                   YLeg.state == ACCEPTED).order_by(YLeg.id)
+            if self._pg:
+                q = q.with_for_update(skip_locked=True)
+            legs = list((await s.scalars(q)).all())
+            if not legs:
+                return 0  # another worker did it
+            delivery = await s.get(YDelivery, delivery_id)
+            assert delivery is not None
+            results = await submit_as_app(s, self.services, mailbox=delivery.sender_mailbox, raw=bytes(raw),
+                                          recipients=[leg.recipient for leg in legs], message_id=message_id, now=now,
+                                          prepared=prepared)
+            for leg in legs:
+                r = results[leg.recipient]
+                error = ZamError(r.reply[:3], r.reply[4:]) if r.state == FAILED else None
+                await transition(s, leg.id, r.state, now=now, reason=r.reply, error=error)
+                self.services.metrics.y_legs.labels(kind=LEG_MSS, state=r.state).inc()
+            return len(legs)
+
+    # --- 2. DMP legs ---------------------------------------------------------------------------------
+    async def start_dmp(self, now: dt.datetime) -> int:
+        if self.dmp is None:
+            return 0
+        claimed: list[int] = []
+        async with self.services.sessions() as s, s.begin():
+            q = (select(YLeg).where(YLeg.kind == LEG_DMP, YLeg.state == ACCEPTED, YLeg.next_attempt_at <= now)
+                 .where((YLeg.lease_until.is_(None)) | (YLeg.lease_until < now))
+                 .order_by(YLeg.next_attempt_at, YLeg.id).limit(self.batch))
+            if self._pg:
+                q = q.with_for_update(skip_locked=True)
+            for leg in (await s.scalars(q)).all():
+                # Attempt and next retry recorded before the call (crash = retried, never forgotten).
+                leg.attempts += 1
+                leg.next_attempt_at = now + _delay(self.dmp_schedule, leg.attempts)
+                leg.lease_until = now + dt.timedelta(seconds=self.dmp_timeout + 30)
+                claimed.append(leg.id)
+        for leg_id in claimed:
+            task = asyncio.create_task(self._dmp_attempt(leg_id), name=f"y-dmp-{leg_id}")
+            self._dmp_tasks.add(task)
+            task.add_done_callback(self._dmp_tasks.discard)
+        return len(claimed)
+
+    async def _dmp_attempt(self, leg_id: int) -> None:
+        assert self.dmp is not None
+        async with self.services.sessions() as s:
+            leg = await s.get(YLeg, leg_id)
+            assert leg is not None
+            cda = await s.scalar(select(Blob.data).where(Blob.id == leg.blob_id))
+            attempts = leg.attempts
+        request = _request_of(leg, bytes(cda or b""))
+        try:
+            outcome: Any = await asyncio.wait_for(self.dmp.send(request), self.dmp_timeout)
+        except asyncio.TimeoutError:
+            outcome = DmpTemporaryFailure("timeout")
+        except Exception as e:  # noqa: BLE001 - a connector bug is a temporary failure, retried
+            log.exception("dmp connector failed for leg %s", leg_id)
+            outcome = DmpTemporaryFailure(type(e).__name__)
+        now = self.services.now()
+        async with self.services.sessions() as s, s.begin():
+            if isinstance(outcome, DmpAccepted):
+                await transition(s, leg_id, DMP_ACCEPTED, now=now, reason="RegistryResponse Success",
+                                 detail={"document_unique_id": outcome.document_unique_id,
+                                         "submission_set_unique_id": outcome.submission_set_unique_id})
+                state = DMP_ACCEPTED
+            elif isinstance(outcome, DmpRejected):
+                await transition(s, leg_id, DMP_REJECTED, now=now, reason=f"{outcome.code}",
+                                 error=ZamError(outcome.code, outcome.text[:200]))
+                state = DMP_REJECTED
+            elif attempts >= self.dmp_max_attempts:
+                await transition(s, leg_id, DMP_REJECTED, now=now, reason=f"gave up after {attempts} attempts",
+                                 error=ZamError("TIMEOUT", f"DMP injoignable apres {attempts} tentatives"))
+                state = DMP_REJECTED
+            else:
+                await s.execute(update(YLeg).where(YLeg.id == leg_id, YLeg.state == ACCEPTED).values(
+                    last_error=str(getattr(outcome, "reason", "temporary failure"))[:500], lease_until=None))
+                state = "retry"
+        self.services.metrics.y_legs.labels(kind=LEG_DMP, state=state).inc()
+        self.services.metrics.dmp_calls.labels(outcome=state).inc()
+        if state != "retry" and isinstance(self.wakeup, asyncio.Event):
+            self.wakeup.set()  # a ZAM may be due
+
+    # --- 3. DSNs and MDNs in the labs' APP mailboxes ----------------------------------------------
+    async def _app_folders(self) -> list[int]:
+        boxes = sorted({str(e.get("mailbox", "")).lower() for e in self.services.config.mllp.senders if e.get("mailbox")})
+        extra = self.services.extras.get("y_app_mailboxes", ())
+        boxes = sorted(set(boxes) | {b.lower() for b in extra})
+        if not boxes:
+            return []
+        async with self.services.sessions() as s:
+            rows = (await s.execute(
+                select(Folder.id).join(Mailbox, Mailbox.id == Folder.mailbox_id)
+                .where(Mailbox.address.in_(boxes), Folder.name == "INBOX")
+            )).all()
+        return [int(r[0]) for r in rows]
+
+    async def scan_reports(self, now: dt.datetime) -> int:
+        handled = 0
+        for folder_id in await self._app_folders():
+            handled += await self._scan_folder(folder_id, now)
+        return handled
+
+    async def _scan_folder(self, folder_id: int, now: dt.datetime) -> int:
+        async with self.services.sessions() as s, s.begin():
+            cursor = await s.scalar(select(YMailCursor).where(YMailCursor.folder_id == folder_id))
+            if cursor is None:
+                cursor = YMailCursor(folder_id=folder_id, last_uid=0)
+                s.add(cursor)
+                await s.flush()
+            rows = (await s.execute(
+                select(Message.uid, Blob.data).join(Blob, Blob.id == Message.blob_id)
+                .where(Message.folder_id == folder_id, Message.uid > cursor.last_uid)
+                .order_by(Message.uid).limit(self.batch)
+            )).all()
+            if not rows:
+                return 0
+            for uid, data in rows:
+                try:
+                    await self._apply_report(s, bytes(data), now)
+                except ReportError:
+                    log.info("unreadable report in an APP mailbox (uid %s) ignored", uid)
+            cursor.last_uid = int(rows[-1][0])
+        return len(rows)
+
+    async def _apply_report(self, s: AsyncSession, raw: bytes, now: dt.datetime) -> None:
+        kind = report_type(raw)
+        if kind == "delivery-status":
+            dsn = parse_dsn(raw)
+            mids = [m for m in (dsn.original_message_id,) if m]
+            for r in dsn.recipients:
+                legs = await self._legs_for(s, mids, dsn.original_envelope_id, r.final_recipient, r.original_recipient)
+                if r.action == "delayed":
+                    continue
+                target = DELIVERED if r.delivered else FAILED
+                error = None if r.delivered else ZamError(str(r.smtp_code), f"{r.status} {r.diagnostic or ''}".strip()[:200])
+                for leg in legs:
+                    out = await transition(s, leg.id, target, now=now, reason=f"DSN {r.action} {r.status}",
+                                           detail={"dsn": {"action": r.action, "status": r.status}}, error=error)
+                    self.services.metrics.y_legs.labels(kind=LEG_MSS, state=target).inc()
+                    log.debug("leg %s: DSN %s -> %s", leg.id, r.action, out.value)
+        elif kind == "disposition-notification":
+            mdn = parse_mdn(raw)
+            if not mdn.original_message_id:
+                raise ReportError("an MDN without Original-Message-ID cannot be matched")
+            legs = await self._legs_for(s, [mdn.original_message_id], None, mdn.final_recipient, mdn.original_recipient)
+            target = READ if mdn.success else READ_ERROR
+            error = None if mdn.success else ZamError(mdn.error_code or "906", mdn.error_label or "Autre erreur")
+            for leg in legs:
+                await transition(s, leg.id, target, now=now, reason=f"MDN {mdn.disposition_type}",
+                                 detail={"mdn": {"disposition": mdn.disposition_type, "error": mdn.error_code}},
+                                 error=error)
+                self.services.metrics.y_legs.labels(kind=LEG_MSS, state=target).inc()
+
+    async def _legs_for(self, s: AsyncSession, message_ids: Sequence[str], envid: str | None, final: str,
+                        original: str | None) -> list[YLeg]:
+        ids = [m.strip() for m in message_ids if m]
+        if envid:
+            ids.append(f"<{envid.strip('<> ')}>")
+        if not ids:
+            return []
+        legs = list((await s.scalars(select(YLeg).where(YLeg.kind == LEG_MSS, YLeg.message_id.in_(ids)))).all())
+        who = {a.lower() for a in (final, original) if a}
+        matched = [leg for leg in legs if leg.recipient.lower() in who]
+        if not matched and len(legs) == 1:
+            matched = legs  # one recipient: the report can only be about it (rewritten Final-Recipient)
+        return matched
+
+    # --- 4. relay hand-over ---------------------------------------------------------------------------
+    async def check_relay(self, now: dt.datetime) -> int:
+        try:
+            from mssante.store.queue import QueueMessage, QueueRecipient
+        except ImportError:  # pragma: no cover
+            return 0
+        pending = exists().where(and_(QueueRecipient.queue_message_id == QueueMessage.id,
+                                      QueueMessage.message_id == YLeg.message_id,
+                                      QueueRecipient.rcpt == YLeg.recipient))
+        async with self.services.sessions() as s, s.begin():
+            legs = list((await s.scalars(
+                select(YLeg).where(YLeg.kind == LEG_MSS, YLeg.state == QUEUED, ~pending).limit(self.batch)
+            )).all())
+            for leg in legs:
+                await transition(s, leg.id, SENT, now=now, reason="accepted by the recipient's operator")
+                self.services.metrics.y_legs.labels(kind=LEG_MSS, state=SENT).inc()
+        return len(legs)
+
+    # --- 5. ZAM business acknowledgements ----------------------------------------------------------
+    async def send_zams(self, now: dt.datetime) -> int:
+        async with self.services.sessions() as s, s.begin():
+            q = (select(YAckOutbox).where(YAckOutbox.sent_at.is_(None), YAckOutbox.next_attempt_at <= now,
+                                          YAckOutbox.attempts < self.zam_max_attempts)
+                 .order_by(YAckOutbox.id).limit(self.batch))
+            if self._pg:
+                q = q.with_for_update(skip_locked=True)
+            due = list((await s.scalars(q)).all())
+            jobs: list[tuple[int, str, bytes]] = []
+            for row in due:
+                row.attempts += 1
+                row.next_attempt_at = now + _delay(self.zam_schedule, row.attempts)
+                delivery = await s.get(YDelivery, row.delivery_id)
+                leg = await s.get(YLeg, row.leg_id)
+                if delivery is None or leg is None or not delivery.ack_context:
+                    continue
+                jobs.append((row.id, row.endpoint, zam_payload(row, delivery, leg, now)))
+        if not jobs:
+            return 0
+        results = await asyncio.gather(*(self._send_zam(i, ep, payload) for i, ep, payload in jobs))
+        async with self.services.sessions() as s, s.begin():
+            for (row_id, _, _), (ok, code, err) in zip(jobs, results, strict=True):
+                values: dict[str, Any] = {"ack_code": code, "last_error": err}
+                if ok:
+                    values["sent_at"] = self.services.now()
+                await s.execute(update(YAckOutbox).where(YAckOutbox.id == row_id).values(**values))
+        return len(jobs)
+
+    async def _send_zam(self, row_id: int, endpoint: str, payload: bytes) -> tuple[bool, str, str | None]:
+        from mssante.config import parse_hostport
+        from mssante.y.mllp import send_mllp
+
+        host, port = parse_hostport(endpoint, "ack_endpoint")
+        try:
+            answer = await send_mllp(host, port, payload, timeout=10.0)
+        except (OSError, asyncio.TimeoutError, ConnectionError) as e:
+            return False, "", f"connection: {type(e).__name__}"
+        code = msa_code(answer)
+        # HL7 v2.5 §2.9.2: AA/CA accepted; AR/CR = try again later; AE/CE = refused (stop retrying).
+        if code in ("AA", "CA"):
+            return True, code, None
+        if code in ("AE", "CE"):
+            return True, code, "the lab refused the business acknowledgement"
+        return False, code, f"answered {code or 'no MSA'}"
+
+
+def msa_code(answer: bytes) -> str:
+    for line in answer.replace(b"\n", b"\r").split(b"\r"):
+        if line.startswith(b"MSA|"):
+            return line.split(b"|")[1].decode("ascii", "replace")[:2]
+    return ""
+
+
+def zam_payload(row: YAckOutbox, delivery: YDelivery, leg: YLeg, now: dt.datetime) -> bytes:
+    ctx = AckContext(**delivery.ack_context)
+    event = ZamEvent(row.event)
+    error = None if row.success else WireZamError(row.error_code or "906", row.error_label or "Autre erreur")
+    needs_recipient = event is not ZamEvent.RECEPTION_DMP
+    return build_zam(ctx, event, success=row.success, control_id=f"ZAM{row.id}", now=now,
+                     recipient_id=leg.recipient_id if needs_recipient else "",
+                     recipient_address=leg.recipient if needs_recipient else "", error=error)
+
+
+async def start_y_worker(services: Services, *, dmp: DmpConnector | None = None, poll_interval: float = 1.0) -> YWorker:
+    """Start the worker (the `Stoppable` of the listener contract)."""
+    worker = YWorker(services, dmp=dmp, poll_interval=poll_interval)
+    worker.start()
+    services.extras["y_worker"] = worker
+    return worker
+
+
+def leg_age(leg: YLeg, now: dt.datetime) -> float:
+    at = aware(leg.state_at)
+    return (now - at).total_seconds() if at is not None else 0.0
