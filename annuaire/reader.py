@@ -98,7 +98,8 @@ def open_sources(path: Path, limits: Limits = Limits()) -> Iterator[Source]:
                 if info.file_size > limits.max_bytes or (
                         info.file_size > max(info.compress_size, 1) * limits.max_ratio):
                     raise FormatError(f"{path.name}:{info.filename}: refused, declared size "
-                                      f"{info.file_size} exceeds the zip-bomb limits")
+                                      f"{info.file_size} exceeds the limits (ratio {limits.max_ratio}:1, "
+                                      f"{limits.max_bytes} bytes): possible zip bomb")
                 try:
                     inner = zf.open(info)
                 except (zipfile.BadZipFile, NotImplementedError, RuntimeError) as exc:

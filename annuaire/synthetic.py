@@ -111,16 +111,15 @@ def mss_rows(spec: Spec) -> Iterator[list[str]]:
         idx = i
         i += 1
         fate = _fate(idx, spec, 21) if idx < spec.mss_rows else "keep"
+        second = False
         if fate == "gone":
             continue
         if idx < n_per or (idx >= spec.mss_rows and idx % 7):
             j = (idx * 7919) % n_persons if idx < n_per else n_persons - 1 - (idx - spec.mss_rows)
             p = _person(j, spec.seed)
             s = _structure(j % n_struct, spec.seed)
-            nth = 1 if _r(idx, 22, spec.seed) < 80 else 0  # ~8 %: a second mailbox
+            second = idx < n_per and _r(idx, 22, spec.seed) < 80  # ~8 %: a second mailbox
             addr = _addr(p, j, 0 if idx < n_per else 100 + idx)
-            if idx < n_per and nth and idx % 2:
-                addr = _addr(p, j, 1)
             service = "" if fate != "changed" else "Consultations"
             row = ["PER", addr, p["id_type"], p["id"], p["idnps"], s["type"], s["id"], service, p["civ"],
                    p["family"], p["given"], p["cat"], "Civil", p["prof"], p["prof_l"], p["sf"], p["sf_l"],
@@ -140,6 +139,8 @@ def mss_rows(spec: Spec) -> Iterator[list[str]]:
         yield row
         if idx < n_per and _r(idx, 26, spec.seed) < 10:  # ~1 %: same address listed twice
             yield row
+        if second:
+            yield [row[0], _addr(p, j, 1), *row[2:7], "Téléconsultation", *row[8:]]
 
 
 def pa_rows(spec: Spec) -> Iterator[list[str]]:
