@@ -57,6 +57,7 @@ class DmpConnectorConfig:
     lps_name: str = "mssante"
     lps_version: str = "0.1.0"
     server_hostname: str | None = None  # TLS name to verify when the URL host differs (tests, loopback)
+    keep_alive: bool = True  # pool TLS connections (False: one handshake per request, for benchmarks)
 
 
 def _load_cert(path: Path) -> x509.Certificate:
@@ -118,7 +119,8 @@ class Iti41Connector:
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(ssl=self._ssl, limit=self.config.max_concurrency, keepalive_timeout=30)
+            pooling: dict[str, Any] = {"keepalive_timeout": 30} if self.config.keep_alive else {"force_close": True}
+            connector = aiohttp.TCPConnector(ssl=self._ssl, limit=self.config.max_concurrency, **pooling)
             timeout = aiohttp.ClientTimeout(total=self.config.total_timeout_s, sock_connect=self.config.connect_timeout_s)
             self._session = aiohttp.ClientSession(connector=connector, timeout=timeout)
         return self._session
@@ -198,7 +200,7 @@ class Iti41Connector:
             raise _Rejected("906", f"XDS metadata: {exc}") from None
         body = ebrim.provide_and_register(sub)
         t = self._tick("metadata", t)
-        vihf = self._vihf(request, now)
+        vihf = self.vihf_for(request, now)
         t = self._tick("vihf", t)
         envelope = soap.build_envelope(
             action=soap.ACTION_ITI41,
@@ -232,7 +234,7 @@ class Iti41Connector:
         now = self.now()
         ss = self._submission_set(request, now)
         body = ebrim.update_availability_status(ss, entry_uuid)
-        vihf = self._vihf(request, now)
+        vihf = self.vihf_for(request, now)
         envelope = soap.build_envelope(
             action=soap.ACTION_ITI57, message_id=f"urn:uuid:{self.new_uuid()}", to=self.config.registry_url, security=vihf, body=body
         )
@@ -258,7 +260,7 @@ class Iti41Connector:
     async def _lookup(self, request: DmpRequest, unique_id: str) -> str:
         """ITI-18 GetDocuments (ObjectRef) -> the entryUUID of the document version to replace or delete."""
         t = time.perf_counter()
-        vihf = self._vihf(request, self.now())
+        vihf = self.vihf_for(request, self.now())
         envelope = soap.build_envelope(
             action=soap.ACTION_ITI18,
             message_id=f"urn:uuid:{self.new_uuid()}",
@@ -274,7 +276,8 @@ class Iti41Connector:
             raise _Rejected("900", "the document to replace or delete is not in the patient's DMP")
         return result.object_refs[0]
 
-    def _vihf(self, request: DmpRequest, now: datetime) -> etree._Element:
+    def vihf_for(self, request: DmpRequest, now: datetime) -> etree._Element:
+        """The signed VIHF this connector sends for `request` (also used by scripts/bench_dmp.py)."""
         subject = VihfSubject(
             name_id=request.author_idnps,
             display_name=f"{request.author_family} {request.author_given}".strip(),
