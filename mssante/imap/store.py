@@ -1,0 +1,464 @@
+"""What IMAP needs from storage (a typing.Protocol) and its implementation over the SQLAlchemy store.
+
+No wire types here: flags are strings, UIDs ints, sets Python collections.
+Every change bumps the folder's HIGHESTMODSEQ in the same transaction (RFC 7162 §3.1.1) and, on
+PostgreSQL, NOTIFYs 'mssante_folder' with the folder id so other processes' sessions wake
+(delivered at COMMIT). Callers also get the changed folder ids back to publish in-process.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from sqlalchemy import and_, delete, func, insert, select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from mssante.imap.mime import summarize
+from mssante.store.mail import NOTIFY_CHANNEL, allocate_uid, store_blob
+from mssante.store.models import Blob, Expunged, Folder, Message
+
+SYSTEM_FLAGS = ("\\Answered", "\\Deleted", "\\Draft", "\\Flagged", "\\Seen")
+DELIMITER = "/"
+MAX_NAME = 500  # Folder.name column size
+_DNT = re.compile(rb"^disposition-notification-to:[ \t]*(.*)$", re.IGNORECASE | re.MULTILINE)
+
+
+class StoreError(Exception):
+    """A refused operation; `code` is the IMAP response code (RFC 5530) for the NO."""
+
+    def __init__(self, msg: str, code: str | None = None) -> None:
+        super().__init__(msg)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class FolderInfo:
+    id: int
+    name: str
+    special_use: str | None
+    uidvalidity: int
+    uidnext: int
+    highestmodseq: int
+    subscribed: bool
+
+
+@dataclass(frozen=True)
+class MessageMeta:
+    uid: int
+    flags: tuple[str, ...]
+    modseq: int
+
+
+@dataclass(frozen=True)
+class MessageDetail:
+    uid: int
+    flags: tuple[str, ...]
+    modseq: int
+    internaldate: dt.datetime
+    size: int
+    envelope: Any
+    bodystructure: Any
+    raw: bytes | None = None
+
+
+@dataclass
+class Changes:
+    folder: FolderInfo
+    changed: list[MessageMeta] = field(default_factory=list)  # new or re-flagged, uid order
+    expunged: list[int] = field(default_factory=list)
+
+
+@dataclass
+class StoreResult:
+    changed: list[MessageMeta]
+    modified: list[int]  # RFC 7162 UNCHANGEDSINCE failures
+    first_seen: list[tuple[int, str | None, str]]  # (uid, message-id, Disposition-Notification-To)
+
+
+@dataclass(frozen=True)
+class FolderStatus:
+    messages: int
+    unseen: int
+    deleted: int
+    size: int
+
+
+def norm_flags(flags: Iterable[str]) -> tuple[str, ...]:
+    """Canonical flags: system flags capitalised, keywords as given, unique, sorted; \\Recent dropped."""
+    out = set()
+    for f in flags:
+        if f.startswith("\\"):
+            cap = "\\" + f[1:].capitalize()
+            if cap in SYSTEM_FLAGS:
+                out.add(cap)
+        elif f:
+            out.add(f)
+    return tuple(sorted(out))
+
+
+def _flags(s: str) -> tuple[str, ...]:
+    return tuple(s.split()) if s else ()
+
+
+def _finfo(f: Folder) -> FolderInfo:
+    return FolderInfo(int(f.id), f.name, f.special_use, int(f.uidvalidity), int(f.uidnext), int(f.highestmodseq),
+                      bool(f.subscribed))
+
+
+class Storage(Protocol):
+    """The operations IMAP sessions perform on one mailbox's folders."""
+
+    async def folders(self, mailbox_id: int) -> list[FolderInfo]: ...
+    async def folder(self, mailbox_id: int, name: str) -> FolderInfo | None: ...
+    async def highestmodseq(self, folder_id: int) -> int | None: ...
+    async def messages(self, folder_id: int) -> list[MessageMeta]: ...
+    async def changes_since(self, folder_id: int, modseq: int) -> Changes | None: ...
+    async def details(self, folder_id: int, uids: Sequence[int], *, raw: bool) -> list[MessageDetail]: ...
+    async def store_flags(self, folder_id: int, uids: Sequence[int], mode: str, flags: Sequence[str],
+                          unchangedsince: int | None) -> StoreResult: ...
+    async def copy(self, folder_id: int, uids: Sequence[int], dest_id: int, *, move: bool
+                   ) -> list[tuple[int, int]]: ...
+    async def append(self, folder_id: int, raw: bytes, flags: Sequence[str], internaldate: dt.datetime) -> int: ...
+    async def expunge(self, folder_id: int, uids: Sequence[int] | None) -> list[int]: ...
+    async def create(self, mailbox_id: int, name: str, special_use: str | None = None) -> FolderInfo: ...
+    async def delete(self, mailbox_id: int, name: str) -> None: ...
+    async def rename(self, mailbox_id: int, old: str, new: str) -> None: ...
+    async def subscribe(self, mailbox_id: int, name: str, subscribed: bool) -> None: ...
+    async def status(self, folder_id: int) -> FolderStatus: ...
+
+
+class SqlStorage:
+    """Storage over mssante.store (SQLite or PostgreSQL). `published` is called after each commit
+    with the folder ids that changed, for in-process wake-ups (mssante.store.notify)."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], published: Any = None,
+                 new_uidvalidity: Any = None) -> None:
+        self._sessions = sessions
+        self._published = published
+        self._new_uidvalidity = new_uidvalidity
+
+    async def _notify(self, s: AsyncSession, folder_ids: Iterable[int]) -> None:
+        if s.bind is not None and s.bind.dialect.name == "postgresql":
+            for fid in sorted(set(folder_ids)):
+                await s.execute(text("SELECT pg_notify(:ch, :p)"), {"ch": NOTIFY_CHANNEL, "p": str(fid)})
+
+    def _published_after_commit(self, folder_ids: Iterable[int]) -> None:
+        if self._published is not None:
+            for fid in set(folder_ids):
+                self._published(fid)
+
+    async def folders(self, mailbox_id: int) -> list[FolderInfo]:
+        async with self._sessions() as s:
+            rows = (await s.scalars(select(Folder).where(Folder.mailbox_id == mailbox_id))).all()
+        return sorted((_finfo(f) for f in rows), key=lambda f: (f.name != "INBOX", f.name))
+
+    async def folder(self, mailbox_id: int, name: str) -> FolderInfo | None:
+        async with self._sessions() as s:
+            f = await s.scalar(select(Folder).where(Folder.mailbox_id == mailbox_id, Folder.name == name))
+        return None if f is None else _finfo(f)
+
+    async def highestmodseq(self, folder_id: int) -> int | None:
+        async with self._sessions() as s:
+            v = await s.scalar(select(Folder.highestmodseq).where(Folder.id == folder_id))
+        return None if v is None else int(v)
+
+    async def messages(self, folder_id: int) -> list[MessageMeta]:
+        async with self._sessions() as s:
+            rows = (await s.execute(select(Message.uid, Message.flags, Message.modseq)
+                                    .where(Message.folder_id == folder_id).order_by(Message.uid))).all()
+        return [MessageMeta(int(u), _flags(f), int(m)) for u, f, m in rows]
+
+    async def changes_since(self, folder_id: int, modseq: int) -> Changes | None:
+        async with self._sessions() as s:
+            f = await s.get(Folder, folder_id)
+            if f is None:
+                return None
+            out = Changes(_finfo(f))
+            if int(f.highestmodseq) <= modseq:
+                return out
+            rows = (await s.execute(select(Message.uid, Message.flags, Message.modseq)
+                                    .where(Message.folder_id == folder_id, Message.modseq > modseq)
+                                    .order_by(Message.uid))).all()
+            out.changed = [MessageMeta(int(u), _flags(fl), int(m)) for u, fl, m in rows]
+            out.expunged = [int(u) for u in (await s.scalars(
+                select(Expunged.uid).where(Expunged.folder_id == folder_id, Expunged.modseq > modseq)
+                .order_by(Expunged.uid))).all()]
+        return out
+
+    async def details(self, folder_id: int, uids: Sequence[int], *, raw: bool) -> list[MessageDetail]:
+        cols: list[Any] = [Message.uid, Message.flags, Message.modseq, Message.internaldate, Message.size,
+                           Message.envelope, Message.bodystructure]
+        if raw:
+            cols.append(Blob.data)
+        out: list[MessageDetail] = []
+        async with self._sessions() as s:
+            for chunk in _chunks(sorted(uids), 500):
+                q = select(*cols).where(Message.folder_id == folder_id, Message.uid.in_(chunk))
+                if raw:
+                    q = q.join(Blob, Blob.id == Message.blob_id)
+                for r in (await s.execute(q.order_by(Message.uid))).all():
+                    env, bs = r[5], r[6]
+                    data = bytes(r[7]) if raw else None
+                    if env is None or bs is None:  # delivered without a summary: compute it now
+                        if data is None:
+                            data = bytes(await s.scalar(select(Blob.data).join(Message, Message.blob_id == Blob.id)
+                                                        .where(Message.folder_id == folder_id,
+                                                               Message.uid == r[0])) or b"")
+                        env, bs = summarize(data)
+                    idate = r[3] if r[3].tzinfo else r[3].replace(tzinfo=dt.timezone.utc)
+                    out.append(MessageDetail(int(r[0]), _flags(r[1]), int(r[2]), idate, int(r[4]), env, bs, data))
+        return out
+
+    async def _bump(self, s: AsyncSession, folder_id: int) -> int:
+        row = (await s.execute(update(Folder).where(Folder.id == folder_id)
+                               .values(highestmodseq=Folder.highestmodseq + 1)
+                               .returning(Folder.highestmodseq))).one_or_none()
+        if row is None:
+            raise StoreError("mailbox no longer exists", "NONEXISTENT")
+        return int(row[0])
+
+    async def _lock(self, s: AsyncSession, folder_id: int) -> None:
+        """Take the folder's write lock first (PostgreSQL row lock; SQLite RESERVED lock), so that a
+        transaction never reads and then fails to upgrade to a writer (SQLITE_BUSY_SNAPSHOT)."""
+        r = await s.execute(update(Folder).where(Folder.id == folder_id).values(uidnext=Folder.uidnext))
+        if not r.rowcount:  # type: ignore[attr-defined]
+            raise StoreError("mailbox no longer exists", "NONEXISTENT")
+
+    async def store_flags(self, folder_id: int, uids: Sequence[int], mode: str, flags: Sequence[str],
+                          unchangedsince: int | None) -> StoreResult:
+        want = set(norm_flags(flags))
+        res = StoreResult([], [], [])
+        async with self._sessions() as s, s.begin():
+            await self._lock(s, folder_id)
+            modseq = 0
+            newly_seen: list[int] = []
+            for chunk in _chunks(sorted(uids), 500):
+                rows = (await s.execute(select(Message.id, Message.uid, Message.flags, Message.modseq)
+                                        .where(Message.folder_id == folder_id, Message.uid.in_(chunk)))).all()
+                for mid, uid, fl, ms in rows:
+                    old = set(_flags(fl))
+                    if unchangedsince is not None and int(ms) > unchangedsince:
+                        res.modified.append(int(uid))  # RFC 7162 §3.1.3
+                        continue
+                    new = old | want if mode == "+" else old - want if mode == "-" else want
+                    if new == old:
+                        continue
+                    if not modseq:
+                        modseq = await self._bump(s, folder_id)  # one new MODSEQ for this command
+                    nf = " ".join(sorted(new))
+                    await s.execute(update(Message).where(Message.id == mid).values(flags=nf, modseq=modseq))
+                    res.changed.append(MessageMeta(int(uid), tuple(sorted(new)), modseq))
+                    if "\\Seen" in new and "\\Seen" not in old:
+                        newly_seen.append(int(uid))
+            if res.changed:
+                res.first_seen = await self._receipts(s, folder_id, newly_seen)
+                await self._notify(s, [folder_id])
+        if res.changed:
+            self._published_after_commit([folder_id])
+        res.changed.sort(key=lambda m: m.uid)
+        res.modified.sort()
+        return res
+
+    async def _receipts(self, s: AsyncSession, folder_id: int, uids: list[int]) -> list[tuple[int, str | None, str]]:
+        """Messages among `uids` asking for a read receipt (RFC 8098 Disposition-Notification-To)."""
+        out: list[tuple[int, str | None, str]] = []
+        for chunk in _chunks(uids, 200):
+            rows = (await s.execute(select(Message.uid, Message.message_id, func.substr(Blob.data, 1, 16384))
+                                    .join(Blob, Blob.id == Message.blob_id)
+                                    .where(Message.folder_id == folder_id, Message.uid.in_(chunk)))).all()
+            for uid, mid, head in rows:
+                h = bytes(head or b"")
+                end = h.find(b"\r\n\r\n")
+                h = h if end < 0 else h[:end]
+                m = _DNT.search(h.replace(b"\r\n", b"\n"))
+                if m:
+                    out.append((int(uid), mid, m.group(1).strip().decode("utf-8", "replace")))
+        return out
+
+    async def copy(self, folder_id: int, uids: Sequence[int], dest_id: int, *, move: bool) -> list[tuple[int, int]]:
+        pairs: list[tuple[int, int]] = []
+        async with self._sessions() as s, s.begin():
+            await self._lock(s, dest_id)
+            if move:
+                await self._lock(s, folder_id)
+            rows: list[Message] = []
+            for chunk in _chunks(sorted(uids), 500):
+                rows.extend((await s.execute(select(Message).where(Message.folder_id == folder_id,
+                                                                   Message.uid.in_(chunk)))).scalars().all())
+            rows.sort(key=lambda m: m.uid)
+            for m in rows:
+                uid, modseq = await allocate_uid(s, dest_id)
+                s.add(Message(folder_id=dest_id, uid=uid, blob_id=m.blob_id, flags=m.flags, modseq=modseq,
+                              internaldate=m.internaldate, size=m.size, message_id=m.message_id,
+                              envelope=m.envelope, bodystructure=m.bodystructure))
+                pairs.append((int(m.uid), uid))
+            if move and rows:
+                # RFC 6851 §3.3: the source messages are expunged (recorded for QRESYNC).
+                modseq = await self._bump(s, folder_id)
+                src = [int(m.id) for m in rows]
+                for chunk in _chunks(src, 500):
+                    await s.execute(delete(Message).where(Message.id.in_(chunk)))
+                await s.execute(insert(Expunged), [{"folder_id": folder_id, "uid": a, "modseq": modseq}
+                                                   for a, _b in pairs])
+            await s.flush()
+            await self._notify(s, [dest_id, folder_id] if move else [dest_id])
+        self._published_after_commit([dest_id, folder_id] if move else [dest_id])
+        return pairs
+
+    async def append(self, folder_id: int, raw: bytes, flags: Sequence[str], internaldate: dt.datetime) -> int:
+        env, bs = summarize(raw)
+        mid = env[9]
+        async with self._sessions() as s, s.begin():
+            await self._lock(s, folder_id)
+            blob_id = await store_blob(s, raw)
+            uid, modseq = await allocate_uid(s, folder_id)
+            s.add(Message(folder_id=folder_id, uid=uid, blob_id=blob_id, flags=" ".join(norm_flags(flags)),
+                          modseq=modseq, internaldate=internaldate, size=len(raw),
+                          message_id=mid[:998] if mid else None, envelope=env, bodystructure=bs))
+            await s.flush()
+            await self._notify(s, [folder_id])
+        self._published_after_commit([folder_id])
+        return uid
+
+    async def expunge(self, folder_id: int, uids: Sequence[int] | None) -> list[int]:
+        async with self._sessions() as s, s.begin():
+            await self._lock(s, folder_id)
+            q = select(Message.id, Message.uid, Message.flags).where(Message.folder_id == folder_id,
+                                                                      Message.flags.like("%\\Deleted%"))
+            rows = (await s.execute(q)).all()
+            allowed = None if uids is None else set(uids)
+            gone = [(int(i), int(u)) for i, u, f in rows
+                    if "\\Deleted" in _flags(f) and (allowed is None or int(u) in allowed)]
+            if not gone:
+                return []
+            modseq = await self._bump(s, folder_id)
+            for chunk in _chunks([i for i, _u in gone], 500):
+                await s.execute(delete(Message).where(Message.id.in_(chunk)))
+            await s.execute(insert(Expunged), [{"folder_id": folder_id, "uid": u, "modseq": modseq} for _i, u in gone])
+            await self._notify(s, [folder_id])
+        self._published_after_commit([folder_id])
+        return sorted(u for _i, u in gone)
+
+    async def create(self, mailbox_id: int, name: str, special_use: str | None = None) -> FolderInfo:
+        check_name(name)
+        async with self._sessions() as s, s.begin():
+            await s.execute(update(Folder).where(Folder.mailbox_id == mailbox_id, Folder.name == "INBOX")
+                            .values(uidnext=Folder.uidnext))
+            existing = set((await s.scalars(select(Folder.name).where(Folder.mailbox_id == mailbox_id))).all())
+            if name in existing or name.upper() == "INBOX":
+                raise StoreError("mailbox already exists", "ALREADYEXISTS")
+            # RFC 3501 §6.3.3: create the superior hierarchy names as needed.
+            parts = name.split(DELIMITER)
+            created: Folder | None = None
+            for i in range(1, len(parts) + 1):
+                n = DELIMITER.join(parts[:i])
+                if n in existing:
+                    continue
+                validity = (self._new_uidvalidity or _new_uidvalidity)()
+                # A fresh UIDVALIDITY that no earlier folder of that name ever had (RFC 3501 §2.3.1.1).
+                top = await s.scalar(select(func.max(Folder.uidvalidity)).where(Folder.mailbox_id == mailbox_id))
+                validity = max(validity, int(top or 0) + 1) & 0xFFFFFFFF or 1
+                created = Folder(mailbox_id=mailbox_id, name=n, special_use=special_use if n == name else None,
+                                 uidvalidity=validity, uidnext=1, highestmodseq=1, subscribed=False)
+                s.add(created)
+                await s.flush()
+        assert created is not None
+        return _finfo(created)
+
+    async def delete(self, mailbox_id: int, name: str) -> None:
+        if name == "INBOX":
+            raise StoreError("INBOX cannot be deleted", "CANNOT")  # RFC 3501 §6.3.4
+        async with self._sessions() as s, s.begin():
+            await s.execute(update(Folder).where(Folder.mailbox_id == mailbox_id, Folder.name == "INBOX")
+                            .values(uidnext=Folder.uidnext))
+            f = await s.scalar(select(Folder).where(Folder.mailbox_id == mailbox_id, Folder.name == name))
+            if f is None:
+                raise StoreError("no such mailbox", "NONEXISTENT")
+            child = await s.scalar(select(Folder.id).where(Folder.mailbox_id == mailbox_id,
+                                                           Folder.name.startswith(name + DELIMITER, autoescape=True)))
+            if child is not None:
+                # RFC 3501 §6.3.4: a name with inferiors is not removed (no \Noselect folders here).
+                raise StoreError("mailbox has children", "INUSE")
+            await s.execute(delete(Message).where(Message.folder_id == f.id))
+            await s.execute(delete(Expunged).where(Expunged.folder_id == f.id))
+            await s.delete(f)
+            await self._notify(s, [int(f.id)])
+        self._published_after_commit([int(f.id)])
+
+    async def rename(self, mailbox_id: int, old: str, new: str) -> None:
+        check_name(new)
+        if old == "INBOX":
+            # RFC 3501 §6.3.5: renaming INBOX moves its messages to the new name; INBOX stays.
+            src = await self.folder(mailbox_id, "INBOX")
+            assert src is not None
+            dest = await self.create(mailbox_id, new)
+            await self.copy(src.id, [m.uid for m in await self.messages(src.id)], dest.id, move=True)
+            return
+        async with self._sessions() as s, s.begin():
+            await s.execute(update(Folder).where(Folder.mailbox_id == mailbox_id, Folder.name == "INBOX")
+                            .values(uidnext=Folder.uidnext))
+            names = {n: i for i, n in (await s.execute(select(Folder.id, Folder.name)
+                                                       .where(Folder.mailbox_id == mailbox_id))).all()}
+            if old not in names:
+                raise StoreError("no such mailbox", "NONEXISTENT")
+            if new in names or new.upper() == "INBOX":
+                raise StoreError("target mailbox exists", "ALREADYEXISTS")
+            if new.startswith(old + DELIMITER):
+                raise StoreError("cannot move a mailbox into itself", "CANNOT")
+            for n, fid in names.items():
+                if n == old or n.startswith(old + DELIMITER):
+                    nn = new + n[len(old):]
+                    check_name(nn)
+                    await s.execute(update(Folder).where(Folder.id == fid).values(name=nn))
+            parts = new.split(DELIMITER)
+            for i in range(1, len(parts)):
+                n = DELIMITER.join(parts[:i])
+                if n not in names:
+                    s.add(Folder(mailbox_id=mailbox_id, name=n, uidvalidity=_new_uidvalidity(), uidnext=1,
+                                 highestmodseq=1, subscribed=False))
+                    names[n] = -1
+
+    async def subscribe(self, mailbox_id: int, name: str, subscribed: bool) -> None:
+        async with self._sessions() as s, s.begin():
+            r = await s.execute(update(Folder).where(Folder.mailbox_id == mailbox_id, Folder.name == name)
+                                .values(subscribed=subscribed))
+            if not r.rowcount:  # type: ignore[attr-defined]
+                raise StoreError("no such mailbox", "NONEXISTENT")
+
+    async def status(self, folder_id: int) -> FolderStatus:
+        async with self._sessions() as s:
+            rows = (await s.execute(select(Message.flags, Message.size).where(Message.folder_id == folder_id))).all()
+        unseen = deleted = size = 0
+        for fl, sz in rows:
+            f = _flags(fl)
+            unseen += "\\Seen" not in f
+            deleted += "\\Deleted" in f
+            size += int(sz)
+        return FolderStatus(len(rows), unseen, deleted, size)
+
+
+def check_name(name: str) -> None:
+    """Mailbox names we refuse (RFC 3501 §5.1): empty levels, control characters, too long."""
+    if not name or len(name) > MAX_NAME or any(ord(c) < 0x20 or c == "\x7f" for c in name):
+        raise StoreError("invalid mailbox name", "CANNOT")
+    if any(not p for p in name.split(DELIMITER)) or "*" in name or "%" in name:
+        raise StoreError("invalid mailbox name", "CANNOT")
+
+
+def _new_uidvalidity() -> int:
+    import time
+
+    return int(time.time()) & 0xFFFFFFFF or 1
+
+
+def _chunks(xs: Sequence[int], n: int) -> Iterable[list[int]]:
+    for i in range(0, len(xs), n):
+        yield list(xs[i : i + n])
+
+
+__all__ = ["Storage", "SqlStorage", "StoreError", "FolderInfo", "MessageMeta", "MessageDetail", "Changes",
+           "StoreResult", "FolderStatus", "norm_flags", "check_name", "DELIMITER", "and_"]

@@ -1,0 +1,145 @@
+"""Folder change notifications: who wants to know that a folder changed (IMAP IDLE, issue 6).
+
+- In-process: `publish(folder_id)` calls every callback subscribed to that folder, synchronously
+  and cheaply (a callback per IMAP session: no task, no queue per subscriber). Writers in this
+  process call it after their commit (SQLite is single-process, so this is the whole story there).
+- Across processes (PostgreSQL): writers run `pg_notify('mssante_folder', folder_id)` in their
+  transaction (mssante.store.mail.deliver, mssante.imap.store); `PgFolderNotifier` holds ONE
+  dedicated asyncpg connection per process that LISTENs on the channel and re-publishes
+  in-process. It reconnects with a back-off when the connection drops, and then publishes a
+  "everything may have changed" signal (folder id 0 to every subscriber's `on_resync`).
+
+The payload is only a folder id: subscribers re-read the folder's HIGHESTMODSEQ and changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy.engine import make_url
+
+from mssante.store.mail import NOTIFY_CHANNEL
+
+log = logging.getLogger("mssante.store.notify")
+
+Callback = Callable[[int], None]
+
+
+class FolderNotifier:
+    """In-process pub/sub keyed by folder id."""
+
+    def __init__(self) -> None:
+        self._subs: dict[int, set[Callback]] = {}
+        self.published = 0
+
+    def subscribe(self, folder_id: int, callback: Callback) -> None:
+        self._subs.setdefault(folder_id, set()).add(callback)
+
+    def unsubscribe(self, folder_id: int, callback: Callback) -> None:
+        subs = self._subs.get(folder_id)
+        if subs is not None:
+            subs.discard(callback)
+            if not subs:
+                del self._subs[folder_id]
+
+    def subscribers(self, folder_id: int) -> int:
+        return len(self._subs.get(folder_id, ()))
+
+    def publish(self, folder_id: int) -> None:
+        self.published += 1
+        for cb in list(self._subs.get(folder_id, ())):
+            try:
+                cb(folder_id)
+            except Exception:  # a subscriber's bug must not stop the others
+                log.exception("folder notification callback failed")
+
+    def publish_all(self) -> None:
+        for fid in list(self._subs):
+            self.publish(fid)
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+
+class PgFolderNotifier(FolderNotifier):
+    """LISTEN on 'mssante_folder' over one dedicated asyncpg connection (several processes)."""
+
+    def __init__(self, url: str, *, reconnect_delay: float = 1.0) -> None:
+        super().__init__()
+        u = make_url(url)
+        self._dsn: dict[str, Any] = {
+            "host": u.host, "port": u.port, "user": u.username, "password": u.password, "database": u.database,
+        }
+        self._conn: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._ready = asyncio.Event()
+        self._delay = reconnect_delay
+
+    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        try:
+            fid = int(payload)
+        except ValueError:
+            return
+        self.publish(fid)
+
+    async def _connect(self) -> None:
+        import asyncpg
+
+        self._conn = await asyncpg.connect(**{k: v for k, v in self._dsn.items() if v is not None})
+        await self._conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
+        self._conn.add_termination_listener(lambda _c: None)
+
+    async def _run(self) -> None:
+        first = True
+        while not self._stopping:
+            try:
+                await self._connect()
+                if not first:
+                    self.publish_all()  # changes may have been missed while disconnected
+                first = False
+                self._ready.set()
+                while not self._stopping and self._conn is not None and not self._conn.is_closed():
+                    await asyncio.sleep(self._delay)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - reconnect on any connection failure
+                log.warning("LISTEN connection failed (%s); retrying", type(e).__name__)
+            self._ready.clear()
+            if self._conn is not None:
+                try:
+                    await self._conn.close()
+                except Exception:  # noqa: BLE001
+                    pass
+                self._conn = None
+            if not self._stopping:
+                await asyncio.sleep(self._delay)
+
+    async def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        await asyncio.wait_for(self._ready.wait(), timeout=30)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
+
+def make_notifier(db_url: str) -> FolderNotifier:
+    """The notifier for a database URL: LISTEN/NOTIFY on PostgreSQL, in-process on SQLite."""
+    if make_url(db_url).get_backend_name() == "postgresql":
+        return PgFolderNotifier(db_url)
+    return FolderNotifier()
