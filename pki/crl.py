@@ -67,8 +67,10 @@ class CrlEntry:
     crl_number: int | None
     key_id: bytes | None
     source: str
-    # issuer certificate -> signature verified?  (each pair is checked once)
+    # Signature verified against an issuer certificate? Each (CRL, issuer) pair is checked once.
+    # Keyed by content (Certificate equality) with an id() fast path for the same object.
     verified: dict[x509.Certificate, bool] = field(default_factory=dict)
+    _by_id: dict[int, tuple[x509.Certificate, bool]] = field(default_factory=dict)
 
     def is_revoked(self, serial: int) -> bool:
         return serial in self.serials
@@ -108,6 +110,9 @@ def _entry(crl: x509.CertificateRevocationList, source: str) -> CrlEntry:
 
 
 def _signature_ok(entry: CrlEntry, issuer: x509.Certificate) -> bool:
+    fast = entry._by_id.get(id(issuer))
+    if fast is not None and fast[0] is issuer:
+        return fast[1]
     cached = entry.verified.get(issuer)
     if cached is None:
         try:
@@ -115,6 +120,9 @@ def _signature_ok(entry: CrlEntry, issuer: x509.Certificate) -> bool:
         except Exception:  # unsupported key type, malformed signature
             cached = False
         entry.verified[issuer] = cached
+    if len(entry._by_id) > 64:
+        entry._by_id.clear()
+    entry._by_id[id(issuer)] = (issuer, cached)  # holds a reference: the id cannot be reused meanwhile
     return cached
 
 

@@ -208,23 +208,34 @@ class Validator:
                  ocsp: OcspChecker | None = None) -> None:
         self._anchors: dict[bytes, list[x509.Certificate]] = {}
         self._intermediates: dict[bytes, list[x509.Certificate]] = {}
-        self._info: dict[x509.Certificate, _CaInfo] = {}
-        self._anchor_set: set[x509.Certificate] = set()
+        # Canonical CA certificate objects: configured ones, plus intermediates peers sent recently.
+        # Caches are keyed by id() of a canonical object, which _known keeps alive, so ids stay unique;
+        # a certificate from outside is mapped to its canonical object by content (one hash per call).
+        self._canonical: dict[x509.Certificate, x509.Certificate] = {}
+        self._known: dict[int, x509.Certificate] = {}
+        self._configured_ids: set[int] = set()
+        self._anchor_ids: set[int] = set()
+        self._info: dict[int, _CaInfo] = {}
+        self._sig_cache: dict[tuple[int, int], bool] = {}
         for cert in anchors:
-            info = self._ca(cert)
-            self._anchors.setdefault(info.subject_der, []).append(cert)
-            self._anchor_set.add(cert)
-        if not self._anchor_set:
+            cert = self._canon(cert)
+            if id(cert) in self._anchor_ids:
+                continue
+            self._anchor_ids.add(id(cert))
+            self._configured_ids.add(id(cert))
+            self._anchors.setdefault(self._ca(cert).subject_der, []).append(cert)
+        if not self._anchor_ids:
             raise ValueError("at least one trust anchor is required")
         for cert in intermediates:
-            if cert in self._anchor_set:
+            cert = self._canon(cert)
+            if id(cert) in self._configured_ids:
                 continue
+            self._configured_ids.add(id(cert))
             self._intermediates.setdefault(self._ca(cert).subject_der, []).append(cert)
         self.crls = crls
         self.fail_closed = fail_closed
         self.check_revocation = check_revocation
         self.ocsp = ocsp
-        self._sig_cache: dict[tuple[x509.Certificate, x509.Certificate], bool] = {}
 
     @classmethod
     def from_files(cls, anchors_path: str | Path, intermediates_path: str | Path | None = None,
@@ -251,21 +262,35 @@ class Validator:
         return [c for certs in self._intermediates.values() for c in certs]
 
     # -- caches ------------------------------------------------------------------------------
+    def _canon(self, cert: x509.Certificate) -> x509.Certificate:
+        found = self._canonical.get(cert)  # content equality (DER), never identity of bytes alone
+        if found is not None:
+            return found
+        if len(self._known) > _CACHE_LIMIT:
+            self._evict()
+        self._canonical[cert] = cert
+        self._known[id(cert)] = cert
+        return cert
+
+    def _evict(self) -> None:
+        keep = self._configured_ids
+        self._canonical = {c: c for c in self._canonical if id(c) in keep}
+        self._known = {i: c for i, c in self._known.items() if i in keep}
+        self._info = {i: v for i, v in self._info.items() if i in keep}
+        self._sig_cache.clear()
+
     def _ca(self, cert: x509.Certificate) -> _CaInfo:
-        info = self._info.get(cert)
+        """Facts about a canonical CA certificate, computed once."""
+        info = self._info.get(id(cert))
         if info is None:
-            if len(self._info) > _CACHE_LIMIT:
-                self._info = {c: i for c, i in self._info.items()
-                              if c in self._anchor_set or self._is_configured(c)}
             info = _ca_info(cert)
-            self._info[cert] = info
+            self._info[id(cert)] = info
         return info
 
-    def _is_configured(self, cert: x509.Certificate) -> bool:
-        return any(cert in certs for certs in self._intermediates.values())
-
     def _signed_by(self, child: x509.Certificate, issuer: x509.Certificate, *, cache: bool) -> bool:
-        key = (child, issuer)
+        """RFC 5280 §6.1.3 (a)(1). Cached only between canonical CA certificates (intermediates repeat);
+        the leaf's signature is verified on every validation."""
+        key = (id(child), id(issuer))
         if cache:
             hit = self._sig_cache.get(key)
             if hit is not None:
@@ -276,8 +301,6 @@ class Validator:
         except Exception:  # InvalidSignature, ValueError (name mismatch), TypeError (key type)
             ok = False
         if cache:
-            if len(self._sig_cache) > _CACHE_LIMIT:
-                self._sig_cache.clear()
             self._sig_cache[key] = ok
         return ok
 
@@ -289,7 +312,7 @@ class Validator:
             out.append((cert, True))
         for source in (self._intermediates, extra):
             for cert in source.get(issuer_der, ()):
-                if cert not in self._anchor_set:
+                if id(cert) not in self._anchor_ids:
                     out.append((cert, False))
         if aki is not None:
             # RFC 5280 §4.2.1.1: the AKI names the issuer's key; skip same-named CAs with other keys.
@@ -322,7 +345,7 @@ class Validator:
                              f"chain ends at {_dn(child.issuer)}, which is not a configured anchor")
             return None
         for cand, is_anchor in candidates:
-            if cand in path:
+            if any(c is cand for c in path):
                 continue
             if not self._signed_by(child, cand, cache=depth > 1):
                 failure.note(depth, Reason.BAD_SIGNATURE,
@@ -365,10 +388,13 @@ class Validator:
 
         # 2. Path building.
         extra: dict[bytes, list[x509.Certificate]] = {}
-        for cert in extra_intermediates:
-            if cert == leaf:
+        for sent in extra_intermediates:
+            if sent is leaf:
                 continue
             try:
+                cert = self._canon(sent)
+                if id(cert) in self._configured_ids:
+                    continue  # already a candidate
                 extra.setdefault(self._ca(cert).subject_der, []).append(cert)
             except ValueError:
                 continue  # an unreadable extra certificate simply cannot be used
