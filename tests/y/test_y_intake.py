@@ -184,3 +184,20 @@ def test_garbage_and_internal_errors_never_raise() -> None:
     d = decide(oru(), config(), NOW, trust=broken, directory=directory, correlation_id="c-1")
     assert isinstance(d, YRefusal) and d.code is AckCode.REJECT
     assert b"boom" not in d.ack and b"c-1" in d.ack
+
+
+def test_mdm_replacement_and_deletion_events(real_hl7: Path) -> None:
+    data = real_file(real_hl7, "INIT_N1_Base64")
+    # MDM^T10 without relatedDocument RPLC in the CDA: refused with 900 (wrong version).
+    r = refuse(data.replace(b"MDM^T02^MDM_T02", b"MDM^T10^MDM_T10"))
+    assert r.problems[0].app_code is AppErrorCode.WRONG_VERSION
+    assert parse_message(r.ack).msh.field(9) == "ACK^T10^ACK"
+    # MDM^T04 with OBX-11 = D on the document: a deletion of that document id.
+    lines = data.split(b"\n")
+    lines = [ln.replace(b"||||||F|", b"||||||D|") if ln.startswith(b"OBX|1|ED|") else ln for ln in lines]
+    p = plan(b"\n".join(lines).replace(b"MDM^T02^MDM_T02", b"MDM^T04^MDM_T04"))
+    assert p.action.value == "delete" and p.dmp[0].action is DmpAction.DELETE
+    assert p.dmp[0].replaced_unique_id == "1.2.250.1.71.4.2.2.120456789.71024000081"
+    # MDM^T04 that is not a deletion is refused.
+    assert isinstance(decide(data.replace(b"MDM^T02^MDM_T02", b"MDM^T04^MDM_T04"), config(), NOW, trust=trust,
+                             directory=directory), YRefusal)
