@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
+from mssante.trust.refresh import client_ssl
 from pki.keys import KeyKind, generate_key, load_private_key, private_key_pem
 
 TICKET = "join.json"
@@ -70,16 +71,6 @@ def prepare_csr(join_dir: Path, *, fqdn: str, domain: str, key_kind: KeyKind | s
     pem = csr.public_bytes(Encoding.PEM)
     (join_dir / "mta.csr").write_bytes(pem)
     return pem
-
-
-def client_ssl(ca_file: Path | None) -> ssl.SSLContext:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    if ca_file is not None:
-        ctx.load_verify_locations(cafile=str(ca_file))  # the trust-space root, pinned
-    else:
-        ctx.load_default_certs()
-    return ctx
 
 
 async def _call(

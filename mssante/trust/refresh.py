@@ -39,6 +39,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from mssante.trust.listeblanche import DEFAULT_MAX_BYTES, ListeBlanche, ListeBlancheError, parse_liste_blanche
 from mssante.trust.state import TrustState
+from pki.tls import client_context
 
 log = logging.getLogger("mssante.trust.refresh")
 
@@ -134,6 +135,15 @@ def confirm_shrink(state_dir: Path, sha256: str) -> Path:
     return path
 
 
+def client_ssl(ca_file: Path | None) -> ssl.SSLContext:
+    """HTTPS client context: only `ca_file` trusted (the trust-space root, pinned), pki's hardened settings."""
+    if ca_file is not None:
+        return client_context(ca_path=ca_file)
+    ctx = ssl.create_default_context()  # no pinned CA configured: the system store
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
 def _is_url(source: str) -> bool:
     return source.startswith(("http://", "https://"))
 
@@ -179,19 +189,10 @@ class Refresher:
         self._stop = asyncio.Event()
 
     # -- lifecycle ---------------------------------------------------------------------------------
-    def _ssl_context(self) -> ssl.SSLContext:
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        if self.config.ca_file is not None:
-            ctx.load_verify_locations(cafile=str(self.config.ca_file))  # pinned: only this CA
-        else:
-            ctx.load_default_certs()
-        return ctx
-
     async def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=self._ssl_context()),
+                connector=aiohttp.TCPConnector(ssl=client_ssl(self.config.ca_file)),
                 timeout=aiohttp.ClientTimeout(total=self.config.timeout_s),
             )
         return self._session

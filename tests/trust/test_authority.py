@@ -31,6 +31,7 @@ from mssante.trust.refresh import RefreshConfig, Refresher, RefreshOutcome
 from mssante.trust.routes import add_routes
 from mssante.trust.state import TrustState
 from pki.space import TrustSpacePKI
+from pki.tls import server_context
 from pki.validation import Role, Validator
 
 NOW = datetime.now(UTC)
@@ -77,8 +78,7 @@ async def world(tmp_path: Path, db_url: str) -> AsyncIterator[World]:
         HOST, domains=[], org="AUTORITE", structure_id="1", department="75", out_dir=tmp_path / "srv", now=NOW
     )
     assert srv.key_path is not None
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(srv.chain_path, srv.key_path)
+    ctx = server_context(srv.chain_path, srv.key_path)
     app = web.Application()
     add_routes(app, publish_dir=authority.files.published, authority=authority, now=lambda: NOW)
     runner = web.AppRunner(app)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import ssl
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +20,7 @@ from mssante.trust.authority import TrustAuthority
 from mssante.trust.listeblanche import build_liste_blanche_xml
 from mssante.trust.routes import add_routes
 from pki.space import TrustSpacePKI
+from pki.tls import server_context
 
 NOW = datetime.now(UTC)
 HOST = "autorite.test.mssante.fr"
@@ -74,8 +74,7 @@ async def authority_server(tmp_path: Path) -> AsyncIterator[tuple[Path, str, str
         HOST, domains=[], org="A", structure_id="1", department="75", out_dir=tmp_path / "s", now=NOW
     )
     assert srv.key_path is not None
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(srv.chain_path, srv.key_path)
+    ctx = server_context(srv.chain_path, srv.key_path)
     authority = TrustAuthority(async_sessionmaker(engine, expire_on_commit=False), data_dir / "authority")
     app = web.Application()
     add_routes(app, publish_dir=authority.files.published, authority=authority)

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,6 +24,7 @@ from mssante.trust.refresh import (
 from mssante.trust.state import TrustState
 from pki.keys import load_private_key
 from pki.space import TrustSpacePKI
+from pki.tls import server_context
 
 from .certs import cert_for, name
 
@@ -73,8 +73,7 @@ async def https(tmp_path: Path, space: TrustSpacePKI) -> AsyncIterator[Callable[
         now=NOW,
     )
     assert issued.key_path is not None
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(issued.chain_path, issued.key_path)
+    ctx = server_context(issued.chain_path, issued.key_path)
     runners: list[web.AppRunner] = []
 
     async def start(body: bytes) -> Server:
