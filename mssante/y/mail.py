@@ -101,7 +101,7 @@ def build_leg_message(spec: MailSpec, now: datetime) -> EmailMessage:
     for addr in (spec.sender, *spec.recipients, *([spec.reply_to] if spec.reply_to else [])):
         if not valid_address(addr):
             raise MailError("invalid mail address in the leg")
-    msg = EmailMessage(policy=email.policy.SMTPUTF8)
+    msg = EmailMessage(policy=email.policy.SMTP)  # 7-bit headers (RFC 2047), CRLF: no SMTPUTF8 needed on the relay
     local, _, domain = spec.sender.partition("@")
     msg["From"] = Address(display_name=_safe_header(spec.sender_name), username=local, domain=domain)
     msg["To"] = ", ".join(spec.recipients)
