@@ -183,14 +183,7 @@ def check_identity(
             raise InsError(AppErrorCode.NO_INS, "the CDA recordTarget carries no INS", doc_loc)
         if cda.ins.upper() != ins or (cda.ins_oid and cda.ins_oid != pid.ins_oid):
             raise InsError(AppErrorCode.INS_MISMATCH, "the CDA names a different patient than PID-3", doc_loc)
-        if cda.birth_date and pid.birth_date and cda.birth_date[:8] != pid.birth_date[:8]:
-            raise InsError(AppErrorCode.INS_MISMATCH, "CDA birthTime differs from PID-7", doc_loc)
-        if cda.sex in ("M", "F") and pid.sex in ("M", "F") and cda.sex != pid.sex:
-            raise InsError(AppErrorCode.INS_MISMATCH, "CDA administrativeGenderCode differs from PID-8", doc_loc)
-        if cda.family_names and pid.family_names and not _names_match(pid.family_names, cda.family_names):
-            raise InsError(AppErrorCode.INS_MISMATCH, "CDA family name differs from PID-5", doc_loc)
-        if cda.given_names and pid.given_names and not _names_match(pid.given_names[:1], cda.given_names):
-            raise InsError(AppErrorCode.INS_MISMATCH, "CDA given name differs from PID-5", doc_loc)
+        check_traits(pid, cda)
         if not cda.family_names or not cda.birth_date or not cda.sex:
             incomplete = True
     statuses = {s.upper() for s in status if s}
@@ -198,6 +191,19 @@ def check_identity(
     if not qualified:
         warnings.append("identity not qualified (PID-32 is not VALI or traits are incomplete)")
     return InsCheck(qualified=qualified, warnings=tuple(warnings))
+
+
+def check_traits(pid: Identity, cda: Identity) -> None:
+    """Birth date, sex and names of the CDA recordTarget must agree with PID (904)."""
+    doc_loc = Location("OBX", 1, 5)
+    if cda.birth_date and pid.birth_date and cda.birth_date[:8] != pid.birth_date[:8]:
+        raise InsError(AppErrorCode.INS_MISMATCH, "CDA birthTime differs from PID-7", doc_loc)
+    if cda.sex in ("M", "F") and pid.sex in ("M", "F") and cda.sex != pid.sex:
+        raise InsError(AppErrorCode.INS_MISMATCH, "CDA administrativeGenderCode differs from PID-8", doc_loc)
+    if cda.family_names and pid.family_names and not _names_match(pid.family_names, cda.family_names):
+        raise InsError(AppErrorCode.INS_MISMATCH, "CDA family name differs from PID-5", doc_loc)
+    if cda.given_names and pid.given_names and not _names_match(pid.given_names[:1], cda.given_names):
+        raise InsError(AppErrorCode.INS_MISMATCH, "CDA given name differs from PID-5", doc_loc)
 
 
 def birth_date_of(value: str) -> date | None:

@@ -33,7 +33,7 @@ from mssante.y.hl7 import (
     Severity,
     parse_message,
 )
-from mssante.y.ins import Identity, InsEnvironment, InsError, check_identity
+from mssante.y.ins import Identity, InsEnvironment, InsError, check_identity, check_traits
 from mssante.y.mail import (
     DEFAULT_PATIENT_DOMAIN,
     LegGroup,
@@ -195,20 +195,35 @@ def _plan(data: bytes, config: IntakeConfig, now: datetime, trust: TrustCheck, d
                      req.documents[0].location, AppErrorCode.WRONG_VERSION)
     # Identity (SPECS.md §4 "Identity rules"): every document must name the PID patient.
     pid_identity = req.patient.identity
-    qualified = True
-    for h in headers:
-        cda_ins = h.patient_ins(config.environment.oids) or h.patient_ins(
-            InsEnvironment.PRODUCTION.oids + InsEnvironment.TEST.oids)
-        cda_identity = Identity(cda_ins[0] if cda_ins else None, cda_ins[1] if cda_ins else None, h.patient_family,
-                                h.patient_given, h.patient_birth_time, h.patient_sex)
-        check = check_identity(pid_identity, req.patient.identity_status, cda_identity, config.environment)
-        qualified = qualified and check.qualified
-        warnings += [w for w in check.warnings if w not in warnings]
-    if not qualified and (routing.dmp_leg or routing.patient_leg):
-        raise InsError(AppErrorCode.INS_INCOMPLETE, "the DMP and the patient are only reached with a qualified INS (VALI)",
-                       Location("PID", 1, 32))
-    ins = pid_identity.ins or ""
-    ins_oid = pid_identity.ins_oid or ""
+    all_oids = InsEnvironment.PRODUCTION.oids + InsEnvironment.TEST.oids
+    id_type = "NH"
+    if pid_identity.ins is None and not (routing.dmp_leg or routing.patient_leg) and req.patient.other_ids:
+        # A PS-only send without INS is allowed (X-MSS-INS: N, SPECS.md §3); the XDM patientId is then
+        # the local identifier with its assigning authority OID (type PI).
+        local_id, local_oid, _ = req.patient.other_ids[0]
+        if not local_oid:
+            raise InsError(AppErrorCode.NO_INS, "no INS and PID-3 has no assigning authority OID", Location("PID", 1, 3))
+        for h in headers:
+            if h.patient_ins(all_oids):
+                raise InsError(AppErrorCode.INS_MISMATCH, "the CDA carries an INS but PID-3 does not", Location("OBX", 1, 5))
+            check_traits(pid_identity, Identity(None, None, h.patient_family, h.patient_given, h.patient_birth_time,
+                                                h.patient_sex))
+        qualified, ins, ins_oid, id_type = False, local_id, local_oid, "PI"
+        warnings.append("no INS: sent to professionals only, with X-MSS-INS: N")
+    else:
+        qualified = True
+        for h in headers:
+            cda_ins = h.patient_ins(config.environment.oids) or h.patient_ins(all_oids)
+            cda_identity = Identity(cda_ins[0] if cda_ins else None, cda_ins[1] if cda_ins else None, h.patient_family,
+                                    h.patient_given, h.patient_birth_time, h.patient_sex)
+            check = check_identity(pid_identity, req.patient.identity_status, cda_identity, config.environment)
+            qualified = qualified and check.qualified
+            warnings += [w for w in check.warnings if w not in warnings]
+        if not qualified and (routing.dmp_leg or routing.patient_leg):
+            raise InsError(AppErrorCode.INS_INCOMPLETE,
+                           "the DMP and the patient are only reached with a qualified INS (VALI)", Location("PID", 1, 32))
+        ins = pid_identity.ins or ""
+        ins_oid = pid_identity.ins_oid or ""
     # Author and structure (PRT SB; needed for the DMP: VIHF and submission set author).
     idnps, family, given, structure_id, structure_name = _author_fields(req, headers[0])
     if sender.structure_ids and structure_id not in sender.structure_ids:
@@ -234,7 +249,8 @@ def _plan(data: bytes, config: IntakeConfig, now: datetime, trust: TrustCheck, d
             raise _error(ErrorCode.APPLICATION_ERROR, "patient domain is outside the MSSanté trust space", Location("PID", 1, 3))
         patient_addrs = [addr]
     for p in req.recipients:
-        if p.is_patient and p.address and p.address.lower() != patient_address(ins, config.patient_domain).lower():
+        if id_type == "NH" and p.is_patient and p.address and \
+                p.address.lower() != patient_address(ins, config.patient_domain).lower():
             warnings.append("a PRT patient address disagrees with the PID INS; the PID INS is used")
     key = f"{req.sending_application.namespace}|{req.sending_facility.namespace}|{req.control_id}"
     xdm: bytes | None = None
@@ -243,7 +259,7 @@ def _plan(data: bytes, config: IntakeConfig, now: datetime, trust: TrustCheck, d
         sub = XdmSubmission(
             patient_ins=ins, patient_oid=ins_oid, author_idnps=idnps, author_family=family, author_given=given,
             structure_id=structure_id, structure_name=structure_name, source_id=config.source_oid,
-            submission_key=key, title=headers[0].title,
+            submission_key=key, title=headers[0].title, patient_id_type=id_type,
             patient_traits=(f"PID-5|{'^'.join([*pid_identity.family_names[:1], *pid_identity.given_names[:1]])}^^^^^L",
                             f"PID-7|{pid_identity.birth_date or ''}", f"PID-8|{pid_identity.sex or ''}"),
         )

@@ -94,6 +94,7 @@ class XdmSubmission:
     content_type: Code = CONTENT_TYPE_DEFAULT
     patient_traits: tuple[str, ...] = ()  # sourcePatientInfo PID lines, e.g. ("PID-5|NOM^Prénom^^^^^L",)
     class_codes: dict[str, Code] = field(default_factory=dict)
+    patient_id_type: str = "NH"  # NH for the INS; PI for a local identifier (PS-only send without INS)
 
 
 def xds_time(value: str | datetime) -> str:
@@ -113,8 +114,8 @@ def xds_time(value: str | datetime) -> str:
     return dt.replace(tzinfo=tz).astimezone(UTC).strftime("%Y%m%d%H%M%S")[: len(digits)]
 
 
-def patient_id(ins: str, oid: str) -> str:
-    return f"{ins}^^^&{oid}&ISO^NH"
+def patient_id(ins: str, oid: str, id_type: str = "NH") -> str:
+    return f"{ins}^^^&{oid}&ISO^{id_type}"
 
 
 def author_person(idnps: str, family: str, given: str) -> str:
@@ -196,7 +197,7 @@ def build_metadata(docs: Sequence[XdmDocument], sub: XdmSubmission, now: datetim
     ss_id = _urn(sub.submission_key + "/ss")
     req = etree.Element(f"{{{LCM}}}SubmitObjectsRequest", nsmap={"lcm": LCM, "rim": RIM})
     rol = etree.SubElement(req, f"{{{RIM}}}RegistryObjectList")
-    pid = patient_id(sub.patient_ins, sub.patient_oid)
+    pid = patient_id(sub.patient_ins, sub.patient_oid, sub.patient_id_type)
     for n, doc in enumerate(docs, start=1):
         h = doc.header
         de = _urn(f"{sub.submission_key}/de/{n}/{h.document_id}")

@@ -201,3 +201,19 @@ def test_mdm_replacement_and_deletion_events(real_hl7: Path) -> None:
     # MDM^T04 that is not a deletion is refused.
     assert isinstance(decide(data.replace(b"MDM^T02^MDM_T02", b"MDM^T04^MDM_T04"), config(), NOW, trust=trust,
                              directory=directory), YRefusal)
+
+
+def test_ps_only_without_ins_uses_the_local_identifier() -> None:
+    ps_only = {"INVISIBLE_PATIENT": "Y", "DESTMSSANTEPAT": "N", "DESTDMP": "N"}
+    data = oru(flags=ps_only, document=cda(oid="1.2.3.99", ins="IPP42"))
+    data = data.replace(f"{INS}^^^ASIP-SANTE-INS-NIR&1.2.250.1.213.1.4.10&ISO^INS".encode(), b"IPP42^^^HOP&1.2.3.99&ISO^PI")
+    p = plan(data)
+    assert not p.ins_qualified and p.dmp == () and p.mail_legs[0].message["X-MSS-INS"] == "N"
+    assert p.xdm is not None and parse_xdm(p.xdm).patient_id == "IPP42^^^&1.2.3.99&ISO^PI"
+    # The same without INS cannot reach the DMP or the patient.
+    r = refuse(data.replace(b"DESTDMP^DESTDMP^MetaDMPMSS||N", b"DESTDMP^DESTDMP^MetaDMPMSS||Y"))
+    assert r.problems[0].app_code is AppErrorCode.NO_INS
+    # A CDA naming an INS while PID has none is inconsistent.
+    r = refuse(oru(flags=ps_only).replace(f"{INS}^^^ASIP-SANTE-INS-NIR&1.2.250.1.213.1.4.10&ISO^INS".encode(),
+                                          b"IPP42^^^HOP&1.2.3.99&ISO^PI"))
+    assert r.problems[0].app_code is AppErrorCode.INS_MISMATCH
