@@ -21,7 +21,7 @@ from email.message import EmailMessage
 
 from mssante.dmp.api import DmpAction, DmpRequest
 from mssante.y.ack import AckCode, AckContext, build_ack
-from mssante.y.cda import CdaError, CdaHeader, parse_cda_header
+from mssante.y.cda import IDNPS_OID, CdaError, CdaHeader, parse_cda_header
 from mssante.y.flags import Routing, decide_routing
 from mssante.y.hl7 import (
     AppErrorCode,
@@ -232,6 +232,11 @@ def _plan(data: bytes, config: IntakeConfig, now: datetime, trust: TrustCheck, d
     if routing.dmp_leg and (req.author is None or not idnps or not structure_id):
         raise _error(ErrorCode.REQUIRED_FIELD_MISSING, "feeding the DMP needs a PRT SB with the author and structure",
                      Location("PRT", 1, 4))
+    sb_person = req.author.person if req.author is not None else None
+    if routing.dmp_leg and sb_person is not None and sb_person.id_oid and sb_person.id_oid != IDNPS_OID:
+        # PRT-5.9 of the SB participant is the IDNPS OID (profils-messages.md); the DMP author depends on it.
+        raise _error(ErrorCode.TABLE_VALUE_NOT_FOUND, "PRT-5.9 of the SB participant must be the IDNPS OID",
+                     Location("PRT", req.author.location.sequence if req.author else 1, 5, 9))
     # Recipients.
     ps: list[str] = []
     if routing.ps_leg:

@@ -217,3 +217,8 @@ def test_ps_only_without_ins_uses_the_local_identifier() -> None:
     r = refuse(oru(flags=ps_only).replace(f"{INS}^^^ASIP-SANTE-INS-NIR&1.2.250.1.213.1.4.10&ISO^INS".encode(),
                                           b"IPP42^^^HOP&1.2.3.99&ISO^PI"))
     assert r.problems[0].app_code is AppErrorCode.INS_MISMATCH
+
+
+def test_sb_author_must_use_the_idnps_oid_for_the_dmp() -> None:
+    data = oru().replace(b"810001234567^BIOLO^Anne^^^^^^&1.2.250.1.71.4.2.1&ISO", b"810001234567^BIOLO^Anne^^^^^^&1.2.3&ISO")
+    assert refuse(data).problems[0].code is ErrorCode.TABLE_VALUE_NOT_FOUND
