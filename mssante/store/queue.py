@@ -337,3 +337,14 @@ async def drop(session: AsyncSession, queue_message_id: int) -> int:
 
 async def depth(session: AsyncSession) -> int:
     return int(await session.scalar(select(func.count()).select_from(QueueRecipient)) or 0)
+
+
+async def release_unattempted(session: AsyncSession, recipient_ids: Sequence[int], now: dt.datetime) -> None:
+    """Give back leased recipients that were not tried (e.g. the connection dropped first): due now again."""
+    if not recipient_ids:
+        return
+    await session.execute(
+        update(QueueRecipient)
+        .where(QueueRecipient.id.in_(list(recipient_ids)))
+        .values(attempts=QueueRecipient.attempts - 1, next_attempt_at=now, lease_owner=None, lease_until=None)
+    )
