@@ -29,6 +29,9 @@ from annuaire.models import Activity, Mailbox, Practitioner, SavoirFaire, Struct
 from annuaire.service import Directory, like_prefix
 
 log = logging.getLogger("annuaire.fhir")
+# Core tables: rows are read as named tuples (attribute access), no ORM session needed.
+PT, MT, ST, AT, SFT = (Practitioner.__table__, Mailbox.__table__, Structure.__table__, Activity.__table__,
+                       SavoirFaire.__table__)
 FHIR_JSON = "application/fhir+json"
 DEFAULT_COUNT, MAX_COUNT = 50, 1000
 
@@ -295,15 +298,15 @@ class FhirApi:
         if not ids:
             return []
         async with self.engine.connect() as conn:
-            ps = {r[0].idnps: r[0] for r in (await conn.execute(
-                select(Practitioner).where(Practitioner.idnps.in_(ids)))).all()}
-            boxes: dict[str, list[Mailbox]] = defaultdict(list)
-            for (m,) in (await conn.execute(select(Mailbox).where(
+            ps = {r.idnps: r for r in (await conn.execute(
+                select(PT).where(PT.c.idnps.in_(ids)))).all()}
+            boxes: dict[str, list[Any]] = defaultdict(list)
+            for m in (await conn.execute(select(MT).where(
                     Mailbox.idnps.in_(ids), *_public_mailbox()).order_by(Mailbox.type != "PER",
                                                                          Mailbox.address))).all():
                 boxes[m.idnps].append(m)
-            sfs: dict[str, list[SavoirFaire]] = defaultdict(list)
-            for (s,) in (await conn.execute(select(SavoirFaire).where(SavoirFaire.idnps.in_(ids)))).all():
+            sfs: dict[str, list[Any]] = defaultdict(list)
+            for s in (await conn.execute(select(SFT).where(SavoirFaire.idnps.in_(ids)))).all():
                 sfs[s.idnps].append(s)
         return [R.practitioner(i, ps.get(i), boxes.get(i, []), sfs.get(i, []))
                 for i in ids if i in ps or i in boxes]
@@ -312,10 +315,10 @@ class FhirApi:
         if not ids:
             return []
         async with self.engine.connect() as conn:
-            ss = {r[0].structure_id: r[0] for r in (await conn.execute(
-                select(Structure).where(Structure.structure_id.in_(ids)))).all()}
-            boxes: dict[str, list[Mailbox]] = defaultdict(list)
-            for (m,) in (await conn.execute(select(Mailbox).where(
+            ss = {r.structure_id: r for r in (await conn.execute(
+                select(ST).where(Structure.structure_id.in_(ids)))).all()}
+            boxes: dict[str, list[Any]] = defaultdict(list)
+            for m in (await conn.execute(select(MT).where(
                     Mailbox.structure_id.in_(ids), Mailbox.type != "PER", *_public_mailbox())
                     .order_by(Mailbox.address))).all():
                 boxes[m.structure_id].append(m)
@@ -326,12 +329,12 @@ class FhirApi:
             return []
         idnps = sorted({k[0] for k in keys})
         async with self.engine.connect() as conn:
-            acts = {(a.idnps, int(a.row_hash)): a for (a,) in (await conn.execute(
-                select(Activity).where(Activity.idnps.in_(idnps)))).all()}
-            ps = {r[0].idnps: r[0] for r in (await conn.execute(
-                select(Practitioner).where(Practitioner.idnps.in_(idnps)))).all()}
-            boxes: dict[tuple[str, str], list[Mailbox]] = defaultdict(list)
-            for (m,) in (await conn.execute(select(Mailbox).where(
+            acts = {(a.idnps, int(a.row_hash)): a for a in (await conn.execute(
+                select(AT).where(Activity.idnps.in_(idnps)))).all()}
+            ps = {r.idnps: r for r in (await conn.execute(
+                select(PT).where(Practitioner.idnps.in_(idnps)))).all()}
+            boxes: dict[tuple[str, str], list[Any]] = defaultdict(list)
+            for m in (await conn.execute(select(MT).where(
                     Mailbox.idnps.in_(idnps), *_public_mailbox()).order_by(Mailbox.address))).all():
                 boxes[(m.idnps, m.structure_id)].append(m)
         out = []

@@ -196,14 +196,14 @@ class Directory:
         if ident is None:
             return None
         async with self.engine.connect() as conn:
-            p = (await conn.execute(select(Practitioner).where(Practitioner.idnps == ident))).first()
-            boxes = (await conn.execute(select(Mailbox).where(Mailbox.idnps == ident))).all()
-            acts = (await conn.execute(select(Activity).where(Activity.idnps == ident))).all()
-            sfs = (await conn.execute(select(SavoirFaire).where(SavoirFaire.idnps == ident))).all()
+            p = (await conn.execute(select(Practitioner.__table__).where(Practitioner.idnps == ident))).first()
+            boxes = (await conn.execute(select(Mailbox.__table__).where(Mailbox.idnps == ident)
+                                        .order_by(Mailbox.type != "PER", Mailbox.address))).all()
+            acts = (await conn.execute(select(Activity.__table__).where(Activity.idnps == ident))).all()
+            sfs = (await conn.execute(select(SavoirFaire.__table__).where(SavoirFaire.idnps == ident))).all()
         if p is None and not boxes:
             return None
-        return {"practitioner": p[0] if p else None, "mailboxes": [b[0] for b in boxes],
-                "activities": [a[0] for a in acts], "savoir_faire": [s[0] for s in sfs]}
+        return {"practitioner": p, "mailboxes": list(boxes), "activities": list(acts), "savoir_faire": list(sfs)}
 
     async def stats(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -224,11 +224,12 @@ class Directory:
                 out[f"open_{typ}"] = int(n)
         return out
 
-    async def own_mailboxes(self, domains: Sequence[str] = ()) -> list[Mailbox]:
+    async def own_mailboxes(self, domains: Sequence[str] = ()) -> list[Any]:
         """This operator's mailboxes (own flag), optionally restricted to some domains; open only."""
         conds = [Mailbox.own.is_(True), Mailbox.closed_at.is_(None)]
         if domains:
             conds.append(or_(*[Mailbox.address.like("%@" + d.lower()) for d in domains]))
         async with self.engine.connect() as conn:
-            rows = (await conn.execute(select(Mailbox).where(and_(*conds)).order_by(Mailbox.address))).all()
-        return [r[0] for r in rows]
+            rows = (await conn.execute(select(Mailbox.__table__).where(and_(*conds))
+                                       .order_by(Mailbox.address))).all()
+        return list(rows)
