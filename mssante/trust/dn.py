@@ -112,7 +112,10 @@ _SPECIAL_RE = re.compile(r'[,+"\\<>;=]')
 
 
 def _escape(value: str) -> str:
-    return _SPECIAL_RE.sub(lambda m: "\\" + m.group(), value) if _SPECIAL_RE.search(value) else value
+    """RFC 4514 §2.4 escaping (values are normalised, so no leading/trailing space to protect)."""
+    if _SPECIAL_RE.search(value):
+        value = _SPECIAL_RE.sub(lambda m: "\\" + m.group(), value)
+    return "\\" + value if value.startswith("#") else value
 
 
 def _key(rdns: tuple[RDN, ...]) -> str:
