@@ -17,6 +17,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pki.errors import PkiError
+from pki.validation import Validator
+
 from .api import DmpAccepted, DmpAction, DmpRejected, DmpRequest
 from .connector import Iti41Connector, config_from_settings
 from .ins import INS_OID_TEST
@@ -42,6 +45,8 @@ def register(subparsers: Any) -> None:
     serve.add_argument("--cert", type=Path, required=True, help="server certificate chain (PEM, leaf first)")
     serve.add_argument("--key", type=Path, required=True, help="server private key (PEM)")
     serve.add_argument("--anchors", type=Path, required=True, help="trust anchors for client certificates (PEM)")
+    serve.add_argument("--intermediates", type=Path, default=None, help="intermediate CA certificates (PEM), for revocation checks")
+    serve.add_argument("--crl", type=Path, action="append", default=[], help="CRL file (repeatable): client certificates are checked")
     serve.add_argument("--store", type=Path, default=None, help="directory to keep documents in (default: memory only)")
     serve.set_defaults(func=serve_command)
 
@@ -71,14 +76,17 @@ def register(subparsers: Any) -> None:
 def serve_command(args: argparse.Namespace) -> int:
     try:
         ctx = server_context(args.cert, args.key, args.anchors)
-    except (OSError, ValueError) as exc:
+        validator = None
+        if args.intermediates or args.crl:
+            validator = Validator.from_files(args.anchors, args.intermediates, args.crl)
+    except (OSError, ValueError, PkiError) as exc:
         print(f"mssante dmp serve: cannot load TLS material: {exc}", file=sys.stderr)
         return 1
     host, port = args.listen
 
     async def run() -> None:
         running = await start_reference_dmp(
-            ReferenceDmp(ReferenceRegistry(args.store)), host=host, port=port, ssl_context=ctx
+            ReferenceDmp(ReferenceRegistry(args.store), validator=validator), host=host, port=port, ssl_context=ctx
         )
         print(f"reference DMP listening on https://{host}:{running.port} (POST /repository, /registry)", flush=True)
         stop = asyncio.Event()

@@ -21,6 +21,8 @@ from cryptography import x509
 from lxml import etree
 
 from . import ebrim, soap
+from pki.validation import Role, Validator
+
 from .ebrim import RegistryError
 from .ins import InsError, check_ins
 from .registry import Caller, ReferenceRegistry, RequestRejected
@@ -48,10 +50,15 @@ class ReferenceDmp:
         *,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         chain_ok: Callable[[x509.Certificate], bool] | None = None,
+        validator: Validator | None = None,
     ) -> None:
+        """`validator` (pki.validation) adds revocation checks of the TLS client certificate and accepts a
+        VIHF signed by a distinct seal certificate of the same subject when it validates; `chain_ok`
+        overrides that second check."""
         self.registry = registry or ReferenceRegistry()
         self.now = now
-        self.chain_ok = chain_ok  # extra check when the VIHF is signed by a distinct seal certificate
+        self.validator = validator
+        self.chain_ok = chain_ok
         self.requests = 0
         self.last_outcome: dict[str, str] = {}
 
@@ -88,6 +95,13 @@ class ReferenceDmp:
             peer = peer_certificate(request.transport.get_extra_info("ssl_object") if request.transport else None)
             if peer is None:  # never reached behind server_context(): the handshake requires a certificate
                 return self._fault(403, "Sender", "wsse:FailedAuthentication", "a TLS client certificate is required", reply_id, "")
+            now = self.now()
+            if self.validator is not None:
+                decision = self.validator.validate(peer, Role.TLS_CLIENT, now)
+                if not decision.ok:
+                    return self._fault(
+                        403, "Sender", "wsse:FailedAuthentication", f"client certificate refused: {decision.reason.value}", reply_id, ""
+                    )
             body = await request.read()
             msg = soap.parse_soap(request.headers.get("Content-Type", ""), body)
             relates = msg.message_id
@@ -98,8 +112,7 @@ class ReferenceDmp:
             if msg.security is None:
                 return self._fault(400, "Sender", "wsse:InvalidSecurity", "the VIHF (saml2:Assertion in wsse:Security) is missing", reply_id, relates)
             assertion = parse_xml(etree.tostring(msg.security))
-            now = self.now()
-            claims = verify_vihf(assertion, tls_client_cert=peer, now=now, chain_ok=self.chain_ok)
+            claims = verify_vihf(assertion, tls_client_cert=peer, now=now, chain_ok=self._chain_ok(now))
             caller = Caller(structure_id=claims.one("Identifiant_Structure"), resource_id=claims.one(A_RESOURCE_ID))
             reply = self._dispatch(msg, caller, now)
             return web.Response(
@@ -119,6 +132,14 @@ class ReferenceDmp:
         except Exception:  # an unexpected failure: generic Receiver fault with a correlation id
             log.exception("reference DMP internal error %s", reply_id)
             return self._fault(500, "Receiver", "soap:Server", f"internal error, correlation id {reply_id}", reply_id, relates)
+
+    def _chain_ok(self, now: datetime) -> Callable[[x509.Certificate], bool] | None:
+        if self.chain_ok is not None:
+            return self.chain_ok
+        validator = self.validator
+        if validator is None:
+            return None
+        return lambda cert: validator.validate(cert, Role.ANY, now).ok
 
     def _dispatch(self, msg: soap.SoapMessage, caller: Caller, now: datetime) -> _Reply:
         assert msg.body is not None
