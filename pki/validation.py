@@ -26,9 +26,9 @@ certificates are cached (intermediates repeat), the leaf's signature is verified
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
 
@@ -42,6 +42,9 @@ from pki.ocsp import OcspChecker, OcspStatus
 from pki.sigs import weak_hash_reason, weak_key_reason
 
 MAX_PATH_LENGTH = 8
+MAX_EXTRA_INTERMEDIATES = 16   # certificates a peer may send besides its leaf
+MAX_SIGNATURE_CHECKS = 32      # per validation, over all candidate paths
+MAX_CANDIDATE_PATHS = 4        # complete paths tried when the first fails a later check
 _CACHE_LIMIT = 4096
 
 
@@ -187,12 +190,16 @@ def _ca_info(cert: x509.Certificate) -> _CaInfo:
 
 
 class _PathFailure:
-    __slots__ = ("depth", "reason", "detail")
+    """Why path building failed, plus the work budget of one validation."""
+    __slots__ = ("depth", "reason", "detail", "budget")
 
     def __init__(self) -> None:
         self.depth = -1
         self.reason = Reason.UNTRUSTED_ROOT
         self.detail = "no path to a configured anchor"
+        # Signature checks allowed for one validation: a peer sending many same-named CAs must not
+        # make path building exponential.
+        self.budget = MAX_SIGNATURE_CHECKS
 
     def note(self, depth: int, reason: Reason, detail: str) -> None:
         # The failure seen deepest in the chain explains best why no path exists.
@@ -320,16 +327,17 @@ class Validator:
         return out
 
     def _build(self, path: list[x509.Certificate], issuer_der: bytes, aki: bytes | None,
-               extra: dict[bytes, list[x509.Certificate]], failure: _PathFailure) -> list[x509.Certificate] | None:
+               extra: dict[bytes, list[x509.Certificate]], failure: _PathFailure) -> Iterator[list[x509.Certificate]]:
+        """Yield complete paths (leaf … anchor), depth first, anchors before intermediates."""
         child = path[-1]
         depth = len(path)
         if depth > 1 and self._ca(child).self_issued:
             # A self-signed CA that is not an anchor ends the chain: its issuer is itself.
             failure.note(depth, Reason.UNTRUSTED_ROOT, f"root {_dn(child.subject)} is not a configured anchor")
-            return None
+            return
         if depth > MAX_PATH_LENGTH:
             failure.note(depth, Reason.PATH_TOO_LONG, f"no anchor within {MAX_PATH_LENGTH} certificates")
-            return None
+            return
         candidates = self._candidates(issuer_der, aki, extra)
         if not candidates:
             if depth == 1:
@@ -343,26 +351,30 @@ class Validator:
             else:
                 failure.note(depth, Reason.UNTRUSTED_ROOT,
                              f"chain ends at {_dn(child.issuer)}, which is not a configured anchor")
-            return None
+            return
         for cand, is_anchor in candidates:
             if any(c is cand for c in path):
                 continue
+            if failure.budget <= 0:
+                failure.note(depth, Reason.PATH_TOO_LONG, "path building gave up: too many candidate issuers")
+                return
+            failure.budget -= 1
             if not self._signed_by(child, cand, cache=depth > 1):
                 failure.note(depth, Reason.BAD_SIGNATURE,
                              f"signature of {_dn(child.subject)} does not verify with the key of {_dn(cand.subject)}")
                 continue
             if is_anchor:
-                return [*path, cand]
+                yield [*path, cand]
+                continue
             info = self._ca(cand)
-            found = self._build([*path, cand], info.issuer_der, info.aki, extra, failure)
-            if found is not None:
-                return found
-        return None
+            yield from self._build([*path, cand], info.issuer_der, info.aki, extra, failure)
 
     # -- validation --------------------------------------------------------------------------
     def validate(self, leaf: x509.Certificate, role: Role, now: datetime,
                  extra_intermediates: Iterable[x509.Certificate] = ()) -> Decision:
         """Validate ``leaf`` for ``role`` at ``now``; a bad certificate yields a Decision, never an exception."""
+        if now.tzinfo is None:
+            now = now.replace(tzinfo=UTC)  # a naive time is taken as UTC
         try:
             return self._validate(leaf, role, now, extra_intermediates)
         except Exception as exc:  # a certificate we cannot even read
@@ -388,7 +400,9 @@ class Validator:
 
         # 2. Path building.
         extra: dict[bytes, list[x509.Certificate]] = {}
-        for sent in extra_intermediates:
+        for n, sent in enumerate(extra_intermediates):
+            if n >= MAX_EXTRA_INTERMEDIATES:
+                break
             if sent is leaf:
                 continue
             try:
@@ -399,10 +413,20 @@ class Validator:
             except ValueError:
                 continue  # an unreadable extra certificate simply cannot be used
         failure = _PathFailure()
-        path = self._build([leaf], issuer_der, leaf_aki, extra, failure)
-        if path is None:
-            return _fail(failure.reason, failure.detail, leaf)
+        first: Decision | None = None
+        for n, path in enumerate(self._build([leaf], issuer_der, leaf_aki, extra, failure)):
+            decision = self._check_path(leaf, role, now, path)
+            if decision.ok:
+                return decision
+            first = first or decision
+            if n + 1 >= MAX_CANDIDATE_PATHS:
+                break
+        if first is not None:
+            return first
+        return _fail(failure.reason, failure.detail, leaf)
 
+    def _check_path(self, leaf: x509.Certificate, role: Role, now: datetime,
+                    path: list[x509.Certificate]) -> Decision:
         # 3. Validity of every certificate (anchor included) and strength of the issuers.
         for cert in path:
             if now < cert.not_valid_before_utc:
@@ -417,8 +441,7 @@ class Validator:
             if info.bad_critical and not is_anchor:
                 return _fail(Reason.MALFORMED, f"{_dn(cert.subject)}: {info.bad_critical}", leaf, path)
             # The anchor's self-signature is not relied upon, only its key (RFC 5280 §6.1.1 (d)).
-            if info.weak_reason is Reason.WEAK_KEY or (info.weak and not is_anchor):
-                assert info.weak_reason is not None
+            if info.weak_reason is not None and (info.weak_reason is Reason.WEAK_KEY or not is_anchor):
                 return _fail(info.weak_reason, f"{_dn(cert.subject)} has a {info.weak}", leaf, path)
 
             # 4. CA constraints (RFC 5280 §6.1.4 (k)-(n)).

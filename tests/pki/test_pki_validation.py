@@ -272,3 +272,48 @@ def test_rsa_space_and_repeated_validation(tmp_path: Path, now: datetime) -> Non
     v = Validator.from_files(s.anchors_path, s.intermediates_path, s.crl_paths)
     for _ in range(3):  # cached CA signature checks give the same answer
         _check(v.validate(leaf.cert, Role.TLS_SERVER, now), Reason.OK)
+
+
+def _reissue_ca(space: TrustSpacePKI, ca_cert: x509.Certificate, not_before: datetime,
+                not_after: datetime) -> x509.Certificate:
+    """The same CA (name and key) re-certified by the root with other dates."""
+    builder = (x509.CertificateBuilder().subject_name(ca_cert.subject).issuer_name(space.root.cert.subject)
+               .public_key(ca_cert.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(not_before).not_valid_after(not_after))
+    for ext in ca_cert.extensions:
+        builder = builder.add_extension(ext.value, ext.critical)
+    return builder.sign(space.root.key, hashes.SHA256())
+
+
+def test_another_path_is_tried_when_the_first_fails(space: TrustSpacePKI, serv: Issued, now: datetime) -> None:
+    old = _reissue_ca(space, space.organisations.cert, now - timedelta(days=400), now - timedelta(days=1))
+    only_old = Validator([space.root.cert], [old], Validator.from_files(
+        space.anchors_path, None, space.crl_paths).crls)
+    _check(only_old.validate(serv.cert, Role.TLS_SERVER, now), Reason.EXPIRED)
+    both = Validator([space.root.cert], [old, space.organisations.cert], only_old.crls)
+    d = both.validate(serv.cert, Role.TLS_SERVER, now)
+    _check(d, Reason.OK)
+    assert d.chain[1] == space.organisations.cert
+
+
+def test_naive_now_is_utc(validator: Validator, serv: Issued, now: datetime) -> None:
+    _check(validator.validate(serv.cert, Role.TLS_SERVER, now.replace(tzinfo=None)), Reason.OK)
+
+
+def test_many_lookalike_intermediates_are_bounded(validator: Validator, space: TrustSpacePKI, serv: Issued,
+                                                  now: datetime) -> None:
+    """A peer sending dozens of CAs with the intermediate's name costs a bounded amount of work."""
+    fakes = []
+    for _ in range(40):
+        key = ec.generate_private_key(ec.SECP256R1())
+        fakes.append(x509.CertificateBuilder().subject_name(space.organisations.cert.subject)
+                     .issuer_name(space.organisations.cert.subject).public_key(key.public_key())
+                     .serial_number(x509.random_serial_number())
+                     .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=1))
+                     .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                     .sign(key, hashes.SHA256()))
+    forged, _ = CertFactory(now).leaf(space.organisations, signer_key=ec.generate_private_key(ec.SECP256R1()))
+    d = validator.validate(forged, Role.TLS_SERVER, now, fakes)
+    assert not d.ok and d.reason in (Reason.BAD_SIGNATURE, Reason.PATH_TOO_LONG, Reason.UNTRUSTED_ROOT)
+    # The genuine leaf still validates whatever junk comes with it.
+    _check(validator.validate(serv.cert, Role.TLS_SERVER, now, fakes[:8]), Reason.OK)
