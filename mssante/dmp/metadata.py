@@ -266,21 +266,32 @@ def hl7_ts_to_xds_utc(value: str) -> str:
     return local.astimezone(UTC).strftime("%Y%m%d%H%M%S")[: len(digits)]
 
 
+_HL7_ESCAPES = (("\\", "\\E\\"), ("|", "\\F\\"), ("^", "\\S\\"), ("&", "\\T\\"), ("~", "\\R\\"))
+
+
+def hl7_escape(value: str) -> str:
+    """Escape HL7 v2 delimiters inside a component (HL7 v2.5 §2.7: \\F\\ \\S\\ \\T\\ \\R\\ \\E\\)."""
+    for raw, escaped in _HL7_ESCAPES:
+        value = value.replace(raw, escaped)
+    return value
+
+
 def xcn(person_id: str, family: str, given: str, root: str = OID_IDNPS) -> str:
     """authorPerson / legalAuthenticator in XCN form (SPECS.md §3):
     <IDNPS>^<NOM>^<Prénom>^^^^^^&1.2.250.1.71.4.2.1&ISO^D^^^IDNPS."""
     id_type = "IDNPS" if root == OID_IDNPS else "EI"
-    return f"{person_id}^{family}^{given}^^^^^^&{root}&ISO^D^^^{id_type}"
+    e = hl7_escape
+    return f"{e(person_id)}^{e(family)}^{e(given)}^^^^^^&{root}&ISO^D^^^{id_type}"
 
 
 def xon(name: str, structure_id: str) -> str:
     """authorInstitution in XON form: <raison sociale>^^^^^&1.2.250.1.71.4.2.2&ISO^IDNST^^^<id>."""
-    return f"{name}^^^^^&{OID_STRUCTURE}&ISO^IDNST^^^{structure_id}"
+    return f"{hl7_escape(name)}^^^^^&{OID_STRUCTURE}&ISO^IDNST^^^{hl7_escape(structure_id)}"
 
 
 def cwe(code: Code) -> str:
     """authorRole / authorSpecialty as code^display^OID (CI-SIS CWE form)."""
-    return f"{code.code}^{code.display}^{code.scheme}"
+    return f"{hl7_escape(code.code)}^{hl7_escape(code.display)}^{code.scheme}"
 
 
 @dataclass(frozen=True)

@@ -195,3 +195,10 @@ def test_real_ans_examples_map_without_error() -> None:
         sub = build_submission(make_request(cda), h, XdsSettings("1.2.3"), now=NOW)
         assert sub.document.patient_id.startswith(INS)
         assert sub.document.format_code.code in ("urn:ihe:iti:xds-sd:pdf:2008", "urn:ihe:lab:xd-lab:2008")
+
+
+def test_hl7_delimiters_in_names_are_escaped() -> None:
+    from mssante.dmp.metadata import hl7_escape, xon
+
+    assert hl7_escape("A&B^C\\D|E~F") == "A\\T\\B\\S\\C\\E\\D\\F\\E\\R\\F"
+    assert xon("Labo A&B", "11204598") == "Labo A\\T\\B^^^^^&1.2.250.1.71.4.2.2&ISO^IDNST^^^11204598"
