@@ -81,6 +81,8 @@ def decode(name: str) -> str:
             text = raw.decode("utf-16-be")
         except UnicodeDecodeError as e:
             raise MUtf7Error("invalid UTF-16 in modified UTF-7 mailbox name") from e
+        if any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in text):
+            raise MUtf7Error("control character in mailbox name")
         if any(0x20 <= ord(c) <= 0x7E for c in text):
             raise MUtf7Error("printable ASCII must not be base64-encoded in a mailbox name")
         out.append(text)

@@ -19,9 +19,11 @@ from mssante.imap import mutf7
 MAX_DEPTH = 24  # parenthesis nesting in SEARCH and FETCH (bounded recursion)
 MAX_ITEMS = 10_000  # ranges in a sequence set, keys in a search, items in a list
 
-ATOM_SPECIALS = frozenset(b'(){ %*"\\]') | frozenset(range(0, 33)) | {127}
-ASTRING_SPECIALS = ATOM_SPECIALS - {ord("]")}
-LIST_SPECIALS = ATOM_SPECIALS - {ord("%"), ord("*"), ord("]")}
+_EIGHT_BIT = frozenset(range(128, 256))
+ATOM_SPECIALS = frozenset(b'(){ %*"\\]') | frozenset(range(0, 33)) | {127} | _EIGHT_BIT
+# astrings may carry UTF-8 (RFC 9051 §9 "astring" with UTF8-2..4); validated where decoded.
+ASTRING_SPECIALS = ATOM_SPECIALS - {ord("]")} - _EIGHT_BIT
+LIST_SPECIALS = ATOM_SPECIALS - {ord("%"), ord("*"), ord("]")} - _EIGHT_BIT
 TAG_SPECIALS = ATOM_SPECIALS | {ord("+")}
 FLAG_SPECIALS = ATOM_SPECIALS
 

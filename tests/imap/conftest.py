@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings as hyp_settings
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -32,6 +33,9 @@ from mssante.store.base import Base
 from mssante.store.db import make_engine, make_sessions
 from mssante.store.mail import create_mailbox, deliver
 from mssante.store.notify import FolderNotifier, make_notifier
+
+hyp_settings.register_profile("imap", database=None, deadline=None)
+hyp_settings.load_profile("imap")
 
 PASSWORD = "correct horse battery staple"
 ADDRESS = "dr.house@op-a.test"
