@@ -21,6 +21,7 @@ from enum import Enum
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.x509.oid import ExtensionOID
 
 from pki.errors import CrlError, MalformedInput, PkiError, UnknownIssuer
 from pki.files import parse_crl, read_bytes
@@ -67,10 +68,14 @@ class CrlEntry:
     crl_number: int | None
     key_id: bytes | None
     source: str
+    scope: str = "all"  # "users" / "cas": issuingDistributionPoint limits the CRL to end-entity / CA certs
     # Signature verified against an issuer certificate? Each (CRL, issuer) pair is checked once.
     # Keyed by content (Certificate equality) with an id() fast path for the same object.
     verified: dict[x509.Certificate, bool] = field(default_factory=dict)
     _by_id: dict[int, tuple[x509.Certificate, bool]] = field(default_factory=dict)
+
+    def covers(self, is_ca: bool) -> bool:
+        return self.scope == "all" or (self.scope == "cas") == is_ca
 
     def is_revoked(self, serial: int) -> bool:
         return serial in self.serials
@@ -103,10 +108,36 @@ def _entry(crl: x509.CertificateRevocationList, source: str) -> CrlEntry:
         aki = crl.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
     except x509.ExtensionNotFound:
         aki = None
+    scope = _scope(crl, source)
     return CrlEntry(
         crl=crl, issuer_der=crl.issuer.public_bytes(), serials=frozenset(r.serial_number for r in crl),
         this_update=crl.last_update_utc, next_update=crl.next_update_utc, crl_number=number,
-        key_id=aki, source=source)
+        key_id=aki, source=source, scope=scope)
+
+
+_UNDERSTOOD_CRL_EXTENSIONS = {
+    ExtensionOID.CRL_NUMBER, ExtensionOID.AUTHORITY_KEY_IDENTIFIER, ExtensionOID.ISSUING_DISTRIBUTION_POINT,
+}
+
+
+def _scope(crl: x509.CertificateRevocationList, source: str) -> str:
+    """RFC 5280 §5.2: refuse what we cannot interpret safely; return "all", "users" or "cas"."""
+    for ext in crl.extensions:
+        if ext.oid == ExtensionOID.DELTA_CRL_INDICATOR:
+            raise MalformedInput(f"{source}: delta CRLs are not supported (load the full CRL)")
+        if ext.critical and ext.oid not in _UNDERSTOOD_CRL_EXTENSIONS:
+            raise MalformedInput(f"{source}: unsupported critical CRL extension {ext.oid.dotted_string}")
+    try:
+        idp = crl.extensions.get_extension_for_class(x509.IssuingDistributionPoint).value
+    except x509.ExtensionNotFound:
+        return "all"
+    if idp.indirect_crl or idp.only_some_reasons or idp.only_contains_attribute_certs:
+        raise MalformedInput(f"{source}: partitioned or indirect CRLs are not supported (RFC 5280 §5.2.5)")
+    if idp.only_contains_user_certs:
+        return "users"
+    if idp.only_contains_ca_certs:
+        return "cas"
+    return "all"
 
 
 def _signature_ok(entry: CrlEntry, issuer: x509.Certificate) -> bool:
@@ -180,10 +211,11 @@ class CrlStore:
 
     def _install(self, entry: CrlEntry) -> None:
         by_key = dict(self._good.get(entry.issuer_der, {}))
-        old = by_key.get(entry.key_id or b"")
+        slot = (entry.key_id or b"") + b"|" + entry.scope.encode()
+        old = by_key.get(slot)
         if old is not None and old.newer_than(entry):
             return  # never roll back to an older CRL
-        by_key[entry.key_id or b""] = entry
+        by_key[slot] = entry
         self._good[entry.issuer_der] = by_key  # atomic swap for concurrent readers
         self._errors.pop(entry.issuer_der, None)
 
@@ -212,10 +244,11 @@ class CrlStore:
         return errors
 
     # -- lookups -----------------------------------------------------------------------------
-    def lookup(self, issuer: x509.Certificate, now: datetime, issuer_der: bytes | None = None) -> CrlLookup:
-        """The CRL to use for certificates issued by ``issuer`` at ``now``."""
+    def lookup(self, issuer: x509.Certificate, now: datetime, issuer_der: bytes | None = None,
+               *, for_ca: bool = False) -> CrlLookup:
+        """The CRL to use at ``now`` for a certificate issued by ``issuer`` (a CA one when ``for_ca``)."""
         name = issuer_der if issuer_der is not None else issuer.subject.public_bytes()
-        best = self._best(name, issuer)
+        best = self._best(name, issuer, for_ca)
         if best is None and self._unverified.get(name):
             pending = self._unverified[name]
             still = [e for e in pending if not _signature_ok(e, issuer)]
@@ -223,8 +256,8 @@ class CrlStore:
                 if e not in still:
                     self._install(e)
             self._unverified[name] = still
-            best = self._best(name, issuer)
-            if best is None:
+            best = self._best(name, issuer, for_ca)
+            if best is None and still:
                 return CrlLookup(CrlState.BAD_SIGNATURE,
                                  f"CRL for {issuer.subject.rfc4514_string()} is not signed by its key")
         if best is None:
@@ -243,9 +276,11 @@ class CrlStore:
                              f"CRL from {best.source} is not valid before {best.this_update.isoformat()}", best)
         return CrlLookup(CrlState.GOOD, "", best)
 
-    def _best(self, name: bytes, issuer: x509.Certificate) -> CrlEntry | None:
+    def _best(self, name: bytes, issuer: x509.Certificate, for_ca: bool) -> CrlEntry | None:
         best: CrlEntry | None = None
         for entry in self._good.get(name, {}).values():
+            if not entry.covers(for_ca):
+                continue
             if _signature_ok(entry, issuer) and (best is None or entry.newer_than(best)):
                 best = entry
         return best

@@ -6,6 +6,7 @@ never sees a half-written certificate, key or CRL, and a failed operation leaves
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import tempfile
@@ -83,7 +84,10 @@ def parse_certificates(data: bytes, *, source: str = "certificates") -> list[x50
             raise MalformedInput(f"{source}: no PEM certificate found")
         for block in blocks:
             try:
-                certs.append(x509.load_pem_x509_certificate(block))
+                if block.startswith(b"-----BEGIN TRUSTED CERTIFICATE-----"):
+                    certs.append(_trusted_certificate(block))
+                else:
+                    certs.append(x509.load_pem_x509_certificate(block))
             except ValueError as exc:
                 raise MalformedInput(f"{source}: malformed PEM certificate ({exc})") from exc
         return certs
@@ -91,6 +95,21 @@ def parse_certificates(data: bytes, *, source: str = "certificates") -> list[x50
         return [x509.load_der_x509_certificate(data)]
     except ValueError as exc:
         raise MalformedInput(f"{source}: not a PEM or DER certificate") from exc
+
+
+def _trusted_certificate(block: bytes) -> x509.Certificate:
+    """OpenSSL's ``TRUSTED CERTIFICATE``: a DER certificate followed by trust settings; keep the certificate."""
+    body = b"".join(line for line in block.splitlines() if line and not line.startswith(b"-----"))
+    der = base64.b64decode(body, validate=False)
+    if len(der) < 2 or der[0] != 0x30:
+        raise ValueError("not a DER SEQUENCE")
+    length, offset = der[1], 2
+    if length & 0x80:
+        n = length & 0x7F
+        if n == 0 or n > 4 or len(der) < 2 + n:
+            raise ValueError("bad DER length")
+        length, offset = int.from_bytes(der[2:2 + n], "big"), 2 + n
+    return x509.load_der_x509_certificate(der[:offset + length])
 
 
 def load_certificates(path: str | Path) -> list[x509.Certificate]:

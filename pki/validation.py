@@ -515,7 +515,7 @@ class Validator:
         if self.crls is None:
             state, detail, entry = CrlState.UNAVAILABLE, "no CRL store configured", None
         else:
-            lookup = self.crls.lookup(issuer, now, self._ca(issuer).subject_der)
+            lookup = self.crls.lookup(issuer, now, self._ca(issuer).subject_der, for_ca=cert is not leaf)
             state, detail, entry = lookup.state, lookup.detail, lookup.entry
         if state is CrlState.GOOD and entry is not None:
             if entry.is_revoked(cert.serial_number):

@@ -231,3 +231,38 @@ def test_ocsp_delegated_responder(space: TrustSpacePKI, serv: Issued, now: datet
     responder.signer_cert, responder.extra_certs = plain, [plain]
     result = check_response(responder("u", build_request(serv.cert, issuer)), serv.cert, issuer, now)
     assert result.status is OcspStatus.ERROR
+
+
+def _crl(space: TrustSpacePKI, now: datetime, *extensions: x509.ExtensionType) -> bytes:
+    ca = space.organisations
+    builder = (x509.CertificateRevocationListBuilder().issuer_name(ca.cert.subject).last_update(now)
+               .next_update(now + timedelta(days=1)))
+    for ext in extensions:
+        builder = builder.add_extension(ext, critical=isinstance(ext, (x509.DeltaCRLIndicator,
+                                                                       x509.IssuingDistributionPoint)))
+    return builder.sign(ca.key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+
+
+def _idp(**flags: bool) -> x509.IssuingDistributionPoint:
+    args = {"full_name": None, "relative_name": None, "only_contains_user_certs": False,
+            "only_contains_ca_certs": False, "only_some_reasons": None, "indirect_crl": False,
+            "only_contains_attribute_certs": False} | flags
+    return x509.IssuingDistributionPoint(**args)  # type: ignore[arg-type]
+
+
+def test_crl_scope(space: TrustSpacePKI, serv: Issued, now: datetime) -> None:
+    store = CrlStore([space.root.cert, space.organisations.cert])
+    with pytest.raises(MalformedInput, match="delta"):
+        store.load(_crl(space, now, x509.DeltaCRLIndicator(1)))
+    with pytest.raises(MalformedInput, match="indirect"):
+        store.load(_crl(space, now, _idp(indirect_crl=True)))
+    # A CA-only CRL (an ARL) does not cover an end-entity certificate.
+    store.load(_crl(space, now, _idp(only_contains_ca_certs=True)))
+    store.load(space.crl_paths[0].read_bytes())
+    v = Validator([space.root.cert], [space.organisations.cert], store)
+    d = v.validate(serv.cert, Role.TLS_SERVER, now)
+    assert d.reason is Reason.CRL_UNAVAILABLE
+    # A user-only CRL next to it does, and both are kept.
+    store.load(_crl(space, now, x509.CRLNumber(5), _idp(only_contains_user_certs=True)))
+    assert v.validate(serv.cert, Role.TLS_SERVER, now).ok
+    assert len(store.entries()) == 3

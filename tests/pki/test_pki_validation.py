@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -255,6 +256,13 @@ def test_anchor_from_any_pem_bundle(space: TrustSpacePKI, serv: Issued, now: dat
     der.write_bytes(space.root.cert.public_bytes(Encoding.DER))
     v2 = Validator.from_files(der, space.intermediates_path, space.crl_paths)
     _check(v2.validate(serv.cert, Role.TLS_SERVER, now), Reason.OK)
+    if OPENSSL is not None:  # OpenSSL's "TRUSTED CERTIFICATE" form (certificate + trust settings)
+        trusted = tmp_path / "trusted.pem"
+        subprocess.run([OPENSSL, "x509", "-in", str(space.anchors_path), "-trustout", "-addtrust", "serverAuth",
+                        "-out", str(trusted)], check=True, capture_output=True)
+        assert b"TRUSTED CERTIFICATE" in trusted.read_bytes()
+        v3 = Validator.from_files(trusted, space.intermediates_path, space.crl_paths)
+        _check(v3.validate(serv.cert, Role.TLS_SERVER, now), Reason.OK)
 
 
 def test_intermediate_as_anchor(space: TrustSpacePKI, serv: Issued, now: datetime, tmp_path: Path) -> None:
