@@ -166,8 +166,10 @@ class Refresher:
         config: RefreshConfig,
         *,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        on_outcome: Callable[[RefreshOutcome], None] | None = None,
     ) -> None:
         self.state = state
+        self._on_outcome = on_outcome
         self.config = config
         self._now = now
         self.failures = 0
@@ -255,6 +257,12 @@ class Refresher:
 
     # -- one refresh -------------------------------------------------------------------------------
     async def refresh_once(self) -> RefreshOutcome:
+        outcome = await self._refresh()
+        if self._on_outcome is not None:
+            self._on_outcome(outcome)  # e.g. a Prometheus counter
+        return outcome
+
+    async def _refresh(self) -> RefreshOutcome:
         now = self._now()
         self.last_attempt = now
         try:
