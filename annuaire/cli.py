@@ -178,9 +178,9 @@ def cmd_show(args: argparse.Namespace) -> int:
             if rec is None:
                 print(f"mssante annuaire: error: {args.ident}: unknown professional", file=sys.stderr)
                 return 1
-            from annuaire import fhir_resources as R
+            from annuaire import fhir_resources as fr
             p = rec["practitioner"]
-            res = R.practitioner(p.idnps if p else rec["mailboxes"][0].idnps, p,
+            res = fr.practitioner(p.idnps if p else rec["mailboxes"][0].idnps, p,
                                  [m for m in rec["mailboxes"]], rec["savoir_faire"])
             res["_activities"] = [{"structure": a.structure_id, "mode": a.mode_label, "function": a.function_label}
                                   for a in rec["activities"]]

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from annuaire import fhir_resources as R
+from annuaire import fhir_resources as fr
 from annuaire.formats import MSS_COLUMNS, OWN_COLUMNS
 from annuaire.models import Mailbox
 
@@ -80,8 +80,8 @@ def export_fhir(mailboxes: Iterable[Mailbox]) -> dict[str, Any]:
             org.setdefault(m.structure_id or m.address, []).append(m)
     entries: list[dict[str, Any]] = []
     for idnps, boxes in sorted(per.items()):
-        entries.append({"resource": R.practitioner(idnps, None, boxes)})
+        entries.append({"resource": fr.practitioner(idnps, None, boxes)})
     for sid, boxes in sorted(org.items()):
-        res = R.organization(re.sub(r"[^A-Za-z0-9.-]", "-", sid)[:64], None, boxes)  # FHIR id syntax
+        res = fr.organization(re.sub(r"[^A-Za-z0-9.-]", "-", sid)[:64], None, boxes)  # FHIR id syntax
         entries.append({"resource": res})
-    return {"resourceType": "Bundle", "type": "collection", "timestamp": R.instant(None), "entry": entries}
+    return {"resourceType": "Bundle", "type": "collection", "timestamp": fr.instant(None), "entry": entries}

@@ -23,7 +23,7 @@ from aiohttp import web
 from multidict import MultiDict, MultiDictProxy
 from sqlalchemy import ColumnElement, and_, false, or_, select
 
-from annuaire import fhir_resources as R
+from annuaire import fhir_resources as fr
 from annuaire.formats import norm
 from annuaire.models import Activity, Mailbox, Practitioner, SavoirFaire, Structure
 from annuaire.service import Directory, like_prefix
@@ -147,11 +147,11 @@ class FhirApi:
         try:
             return await self._dispatch(request)
         except FhirError as exc:
-            return _json(R.outcome(exc.code, exc.diagnostics), exc.status,
+            return _json(fr.outcome(exc.code, exc.diagnostics), exc.status,
                          {"Allow": "GET, POST"} if exc.status == 405 else None)
         except Exception:  # a server fault: logged here, never sent to the client
             log.exception("FHIR request failed")
-            return _json(R.outcome("exception", "internal error"), 500)
+            return _json(fr.outcome("exception", "internal error"), 500)
 
     async def _dispatch(self, request: web.Request) -> web.Response:
         parts = [p for p in request.match_info.get("tail", "").split("/") if p]
@@ -189,7 +189,7 @@ class FhirApi:
         elif rtype == "Organization":
             res = await self._organizations([rid])
         else:
-            key = R.parse_role_id(rid)
+            key = fr.parse_role_id(rid)
             if key is None:
                 return None
             res = await self._roles([key])
@@ -216,7 +216,7 @@ class FhirApi:
         if nxt:
             next_url = url + "?" + urlencode([*params.passthrough, ("_cursor", nxt)])
         entries = [(f"{base}/{rtype}/{r['id']}", r) for r in resources]
-        return _json(R.bundle(entries, self_url, next_url))
+        return _json(fr.bundle(entries, self_url, next_url))
 
     async def _page(self, stmt: Any, count: int) -> list[Any]:
         async with self.engine.connect() as conn:
@@ -277,7 +277,7 @@ class FhirApi:
         if mconds:
             conds.append(Activity.idnps.in_(select(Mailbox.idnps).where(*mconds, *_public_mailbox())))
         if p.ids:
-            keys = [k for k in (R.parse_role_id(i) for i in p.ids) if k]
+            keys = [k for k in (fr.parse_role_id(i) for i in p.ids) if k]
             conds.append(or_(*[and_(Activity.idnps == a, Activity.row_hash == b) for a, b in keys]) if keys
                          else false())
         if p.cursor:
@@ -308,7 +308,7 @@ class FhirApi:
             sfs: dict[str, list[Any]] = defaultdict(list)
             for s in (await conn.execute(select(SFT).where(SavoirFaire.idnps.in_(ids)))).all():
                 sfs[s.idnps].append(s)
-        return [R.practitioner(i, ps.get(i), boxes.get(i, []), sfs.get(i, []))
+        return [fr.practitioner(i, ps.get(i), boxes.get(i, []), sfs.get(i, []))
                 for i in ids if i in ps or i in boxes]
 
     async def _organizations(self, ids: list[str]) -> list[dict[str, Any]]:
@@ -322,7 +322,7 @@ class FhirApi:
                     Mailbox.structure_id.in_(ids), Mailbox.type != "PER", *_public_mailbox())
                     .order_by(Mailbox.address))).all():
                 boxes[m.structure_id].append(m)
-        return [R.organization(i, ss.get(i), boxes.get(i, [])) for i in ids if i in ss or i in boxes]
+        return [fr.organization(i, ss.get(i), boxes.get(i, [])) for i in ids if i in ss or i in boxes]
 
     async def _roles(self, keys: list[tuple[str, int]]) -> list[dict[str, Any]]:
         if not keys:
@@ -341,11 +341,11 @@ class FhirApi:
         for k in keys:
             a = acts.get(k)
             if a is not None:
-                out.append(R.practitioner_role(a, ps.get(a.idnps), boxes.get((a.idnps, a.structure_id), [])))
+                out.append(fr.practitioner_role(a, ps.get(a.idnps), boxes.get((a.idnps, a.structure_id), [])))
         return out
 
     def _capability(self) -> dict[str, Any]:
-        return {"resourceType": "CapabilityStatement", "status": "active", "date": R.instant(None),
+        return {"resourceType": "CapabilityStatement", "status": "active", "date": fr.instant(None),
                 "kind": "instance", "fhirVersion": "4.0.1", "format": ["json"],
                 "rest": [{"mode": "server", "resource": [
                     {"type": t, "interaction": [{"code": "read"}, {"code": "search-type"}],
@@ -359,11 +359,11 @@ def _pp_identifier(value: str) -> ColumnElement[bool]:
         system, val = "", value
     if not val:
         raise FhirError(400, "invalid", "identifier needs a value (system|value)")
-    if system == R.SYS_IDNPS:
+    if system == fr.SYS_IDNPS:
         return Practitioner.idnps == val
-    if system == R.SYS_RPPS:
+    if system == fr.SYS_RPPS:
         return Practitioner.idnps == "8" + val
-    if system == R.SYS_ADELI:
+    if system == fr.SYS_ADELI:
         return Practitioner.idnps == "0" + val
     if system == "":
         return Practitioner.idnps.in_([val, "8" + val, "0" + val])
@@ -376,11 +376,11 @@ def _org_identifier(value: str) -> ColumnElement[bool]:
         system, val = "", value
     if not val:
         raise FhirError(400, "invalid", "identifier needs a value (system|value)")
-    if system == R.SYS_STRUCTURE:
+    if system == fr.SYS_STRUCTURE:
         return Structure.structure_id == val
-    if system == R.SYS_FINESS:
+    if system == fr.SYS_FINESS:
         return Structure.finess == val
-    if system == R.SYS_SIRET:
+    if system == fr.SYS_SIRET:
         return Structure.siret == val
     if system == "":
         return or_(Structure.structure_id == val, Structure.finess == val, Structure.siret == val)

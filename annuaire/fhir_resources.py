@@ -10,9 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeAlias
 
-from annuaire.models import Activity, Mailbox, Practitioner, SavoirFaire, Structure
+# Rows of the ann_* tables (SQLAlchemy Core rows or ORM objects: attribute access only).
+Mailbox: TypeAlias = Any
+Practitioner: TypeAlias = Any
+Structure: TypeAlias = Any
+Activity: TypeAlias = Any
+SavoirFaire: TypeAlias = Any
 
 EXT_EMAIL_TYPE = "https://hl7.fr/ig/fhir/core/StructureDefinition/fr-core-contact-point-email-type"
 EXT_MAILBOX_META = "https://interop.esante.gouv.fr/ig/fhir/annuaire/StructureDefinition/as-ext-mailbox-mss-metadata"

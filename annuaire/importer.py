@@ -22,8 +22,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import DateTime, Table, bindparam, insert, text
+from sqlalchemy import DateTime, Table, TextClause, bindparam, insert, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from annuaire.formats import FileKind, FormatError, RowError
@@ -86,7 +87,7 @@ class _StageWriter:
         self.cols = [c.name for c in table.columns]
         self._pg = conn.dialect.name == "postgresql"
         marks = ", ".join("?" if not self._pg else f"${i + 1}" for i in range(len(self.cols)))
-        self._sql = f"INSERT INTO {table.name} ({', '.join(self.cols)}) VALUES ({marks})"
+        self._sql = f"INSERT INTO {table.name} ({', '.join(self.cols)}) VALUES ({marks})"  # noqa: S608 - names are code constants, values bound
 
     async def add(self, row: tuple[object, ...]) -> None:
         self.rows.append(row)
@@ -112,15 +113,15 @@ def _set(cols: Sequence[str]) -> str:
     return ", ".join(f"{c} = s.{c}" for c in cols if c != "address")
 
 
-def _T(sql: str) -> text:  # noqa: N802 - a typed text() with the :now parameter
+def _T(sql: str) -> TextClause:  # noqa: N802 - a typed text() with the :now parameter
     return text(sql).bindparams(bindparam("now", type_=DateTime(timezone=True)))
 
 
 class Importer:
-    def __init__(self, engine: AsyncEngine, *, limits: Limits = Limits(), batch: int = 5000,
+    def __init__(self, engine: AsyncEngine, *, limits: Limits | None = None, batch: int = 5000,
                  progress: Progress | None = None) -> None:
         self.engine = engine
-        self.limits = limits
+        self.limits = limits or Limits()
         self.batch = batch
         self.progress = progress
 
@@ -156,7 +157,7 @@ class Importer:
                 tables = [STAGE_PRACTITIONER, STAGE_STRUCTURE, STAGE_ACTIVITY, STAGE_SF]
             for t in tables:
                 await conn.execute(text(f"DROP TABLE IF EXISTS {t.name}"))
-                await conn.run_sync(lambda sc, t=t: t.create(sc))
+                await conn.run_sync(t.create)
             t0 = time.perf_counter()
             await self._stage(conn, src, layout, tables, report)
             t1 = time.perf_counter()
@@ -255,8 +256,8 @@ class Importer:
         await conn.execute(text(f"CREATE INDEX ix_{table.name}_key ON {table.name} ({k})"))
         if pg:
             await conn.execute(text(f"ANALYZE {table.name}"))
-        res = await conn.execute(text(
-            f"DELETE FROM {table.name} WHERE line NOT IN (SELECT MIN(line) FROM {table.name} GROUP BY {k})"))
+        res: Any = await conn.execute(text(
+            f"DELETE FROM {table.name} WHERE line NOT IN (SELECT MIN(line) FROM {table.name} GROUP BY {k})"))  # noqa: S608 - names are code constants, values bound
         # consecutive repeats were already dropped while parsing (practitioners); only report mailboxes
         return int(res.rowcount or 0) if table is STAGE_MAILBOX else 0
 
@@ -268,19 +269,19 @@ class Importer:
             sets += f", {flag} = TRUE"
             cond += f" OR {live}.{flag} = FALSE"
         res = await conn.execute(_T(
-            f"UPDATE {live} SET {sets}, updated_at = :now FROM {stage} s "
+            f"UPDATE {live} SET {sets}, updated_at = :now FROM {stage} s "  # noqa: S608 - names are code constants, values bound
             f"WHERE s.{key} = {live}.{key} AND ({cond})"), {"now": now})
         report.updated += int(res.rowcount or 0)
         clist = ", ".join(cols)
         extra_c, extra_v = (f", {flag}", ", TRUE") if flag else ("", "")
         res = await conn.execute(_T(
-            f"INSERT INTO {live} ({clist}{extra_c}, updated_at) SELECT {', '.join('s.' + c for c in cols)}"
+            f"INSERT INTO {live} ({clist}{extra_c}, updated_at) SELECT {', '.join('s.' + c for c in cols)}"  # noqa: S608 - names are code constants, values bound
             f"{extra_v}, :now FROM {stage} s WHERE NOT EXISTS (SELECT 1 FROM {live} l WHERE l.{key} = s.{key})"),
             {"now": now})
         report.inserted += int(res.rowcount or 0)
         if flag:  # vanished: never deleted, only deactivated
             res = await conn.execute(_T(
-                f"UPDATE {live} SET {flag} = FALSE, updated_at = :now WHERE {flag} = TRUE AND NOT EXISTS "
+                f"UPDATE {live} SET {flag} = FALSE, updated_at = :now WHERE {flag} = TRUE AND NOT EXISTS "  # noqa: S608 - names are code constants, values bound
                 f"(SELECT 1 FROM {stage} s WHERE s.{key} = {live}.{key})"), {"now": now})
             report.closed += int(res.rowcount or 0)
 
@@ -289,12 +290,12 @@ class Importer:
         """Rows identified by (idnps, row_hash): insert the new ones, delete those that vanished."""
         clist = ", ".join(cols)
         res = await conn.execute(_T(
-            f"INSERT INTO {live} ({clist}, updated_at) SELECT {', '.join('s.' + c for c in cols)}, :now "
+            f"INSERT INTO {live} ({clist}, updated_at) SELECT {', '.join('s.' + c for c in cols)}, :now "  # noqa: S608 - names are code constants, values bound
             f"FROM {stage} s WHERE NOT EXISTS (SELECT 1 FROM {live} l "
             f"WHERE l.idnps = s.idnps AND l.row_hash = s.row_hash)"), {"now": now})
         report.inserted += int(res.rowcount or 0)
         res = await conn.execute(text(
-            f"DELETE FROM {live} WHERE NOT EXISTS (SELECT 1 FROM {stage} s "
+            f"DELETE FROM {live} WHERE NOT EXISTS (SELECT 1 FROM {stage} s "  # noqa: S608 - names are code constants, values bound
             f"WHERE s.idnps = {live}.idnps AND s.row_hash = {live}.row_hash)"))
         report.closed += int(res.rowcount or 0)
 
@@ -311,24 +312,24 @@ class Importer:
             sets += ", published = TRUE"
             cond = f"{live}.row_hash <> s.row_hash OR {live}.published = FALSE OR {live}.closed_at IS NOT NULL"
         res = await conn.execute(_T(
-            f"UPDATE {live} SET {sets}, closed_at = NULL, updated_at = :now FROM {stage} s "
+            f"UPDATE {live} SET {sets}, closed_at = NULL, updated_at = :now FROM {stage} s "  # noqa: S608 - names are code constants, values bound
             f"WHERE s.address = {live}.address AND ({cond})"), {"now": now})
         report.updated += int(res.rowcount or 0)
         clist = ", ".join(MAILBOX_DATA_COLUMNS)
         res = await conn.execute(_T(
-            f"INSERT INTO {live} ({clist}, published, own, liste_rouge, first_seen, updated_at) "
+            f"INSERT INTO {live} ({clist}, published, own, liste_rouge, first_seen, updated_at) "  # noqa: S608 - names are code constants, values bound
             f"SELECT {', '.join('s.' + c for c in MAILBOX_DATA_COLUMNS)}, {'FALSE' if own else 'TRUE'}, "
             f"{'TRUE' if own else 'FALSE'}, {'s.liste_rouge' if own else 'FALSE'}, :now, :now FROM {stage} s "
             f"WHERE NOT EXISTS (SELECT 1 FROM {live} l WHERE l.address = s.address)"), {"now": now})
         report.inserted += int(res.rowcount or 0)
         mine, other = ("own", "published") if own else ("published", "own")
-        gone = f"{mine} = TRUE AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE s.address = {live}.address)"
+        gone = f"{mine} = TRUE AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE s.address = {live}.address)"  # noqa: S608 - names are code constants, values bound
         # SPECS.md §5 / issue 3: a vanished mailbox is closed with a date, never deleted.
         res = await conn.execute(_T(
-            f"UPDATE {live} SET {mine} = FALSE, closed_at = :now, updated_at = :now "
+            f"UPDATE {live} SET {mine} = FALSE, closed_at = :now, updated_at = :now "  # noqa: S608 - names are code constants, values bound
             f"WHERE {other} = FALSE AND {gone}"), {"now": now})
         report.closed += int(res.rowcount or 0)
         extra = ", liste_rouge = FALSE" if own else ""
-        await conn.execute(_T(f"UPDATE {live} SET {mine} = FALSE{extra}, updated_at = :now "
+        await conn.execute(_T(f"UPDATE {live} SET {mine} = FALSE{extra}, updated_at = :now "  # noqa: S608 - names are code constants, values bound
                               f"WHERE {other} = TRUE AND {gone}"), {"now": now})
 

@@ -75,8 +75,9 @@ class Source:
         return self.stream.tell()
 
 
-def open_sources(path: Path, limits: Limits = Limits()) -> Iterator[Source]:
+def open_sources(path: Path, limits: Limits | None = None) -> Iterator[Source]:
     """Yield each extraction inside ``path``. Raises FormatError for an unusable archive."""
+    limits = limits or Limits()
     if not path.is_file():
         raise FormatError(f"{path}: no such file")
     with open(path, "rb") as probe:

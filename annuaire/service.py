@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from annuaire.formats import canonical_address, idnps_of, norm
@@ -158,7 +158,7 @@ class Directory:
         """Public search over open, non-liste-rouge mailboxes; every criterion is an
         accent- and case-insensitive prefix; results ordered by address, keyset-paged."""
         limit = max(1, min(limit, 200))
-        conds = [Mailbox.closed_at.is_(None), Mailbox.liste_rouge.is_(False)]
+        conds: list[ColumnElement[bool]] = [Mailbox.closed_at.is_(None), Mailbox.liste_rouge.is_(False)]
         if text:
             t = like_prefix(norm(text))
             conds.append(or_(Mailbox.norm_family.like(t, escape="\\"), Mailbox.norm_given.like(t, escape="\\"),
@@ -226,7 +226,7 @@ class Directory:
 
     async def own_mailboxes(self, domains: Sequence[str] = ()) -> list[Any]:
         """This operator's mailboxes (own flag), optionally restricted to some domains; open only."""
-        conds = [Mailbox.own.is_(True), Mailbox.closed_at.is_(None)]
+        conds: list[ColumnElement[bool]] = [Mailbox.own.is_(True), Mailbox.closed_at.is_(None)]
         if domains:
             conds.append(or_(*[Mailbox.address.like("%@" + d.lower()) for d in domains]))
         async with self.engine.connect() as conn:
