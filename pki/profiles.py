@@ -11,6 +11,7 @@ Subject DN pattern: ``C=FR, ST=<Département> (<NN>), O=<raison sociale>, OU=<st
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 from datetime import timedelta
@@ -32,7 +33,8 @@ BACKDATE = timedelta(hours=1)
 
 CA_ORGANISATION = "MSSANTE OSS"
 
-_FQDN = re.compile(r"^(?=.{1,253}$)(?!-)[a-z0-9-]{1,63}(?<!-)(?:\.(?!-)[a-z0-9-]{1,63}(?<!-))+$")
+# RFC 1123 host names in A-label form; a single label ("localhost") is allowed for development.
+_FQDN = re.compile(r"^(?=.{1,253}$)(?!-)[a-z0-9-]{1,63}(?<!-)(?:\.(?!-)[a-z0-9-]{1,63}(?<!-))*$")
 _IDNPS = re.compile(r"^[0-9A-Za-z]{9,14}$")
 
 
@@ -151,8 +153,22 @@ def _leaf_key_usage(public_key: object, *, encipherment: bool) -> x509.KeyUsage:
         encipher_only=False, decipher_only=False)
 
 
+def split_names(values: list[str], what: str) -> tuple[list[str], list[ipaddress.IPv4Address | ipaddress.IPv6Address]]:
+    """DNS names and IP literals for subjectAltName (IPs: loopback test servers)."""
+    dns: list[str] = []
+    ips: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
+    for v in values:
+        try:
+            ips.append(ipaddress.ip_address(v.strip()))
+        except ValueError:
+            dns.append(check_fqdn(v, what))
+    return list(dict.fromkeys(dns)), list(dict.fromkeys(ips))
+
+
 def leaf_extensions(profile: Profile, public_key: object, *, dns_names: list[str] | None = None,
-                    emails: list[str] | None = None) -> LeafExtensions:
+                    emails: list[str] | None = None,
+                    ip_addresses: list[ipaddress.IPv4Address | ipaddress.IPv6Address] | None = None
+                    ) -> LeafExtensions:
     """Key usage / EKU / SAN for a product (SPECS.md §6 'Products')."""
     if profile is Profile.SERV:
         eku = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH,
@@ -162,6 +178,7 @@ def leaf_extensions(profile: Profile, public_key: object, *, dns_names: list[str
     else:
         eku = [ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.EMAIL_PROTECTION]
     general: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names or []]
+    general += [x509.IPAddress(ip) for ip in ip_addresses or []]
     general += [x509.RFC822Name(e) for e in emails or []]
     return LeafExtensions(
         key_usage=_leaf_key_usage(public_key, encipherment=True),

@@ -43,6 +43,7 @@ from pki.profiles import (
     organisation_subject,
     person_subject,
     root_name,
+    split_names,
 )
 
 CA_NAMES = ("root", "organisations", "personnes")
@@ -179,12 +180,15 @@ class TrustSpacePKI:
     def issue_server(self, fqdn: str, *, domains: list[str], org: str, structure_id: str, department: str,
                      out_dir: str | Path, now: datetime, key_kind: KeyKind | str | None = None,
                      csr_pem: bytes | None = None) -> Issued:
-        """SERV product: CN=FQDN, SAN = FQDN + mail domains; TLS server + client EKU (SPECS.md §1, §6)."""
+        """SERV product: CN=FQDN, SAN = FQDN + mail domains; TLS server + client EKU (SPECS.md §1, §6).
+
+        An entry of ``domains`` that is an IP literal becomes an iPAddress SAN (loopback test servers).
+        """
         def build(public_key: object) -> tuple[x509.Name, Any]:
             name = check_fqdn(fqdn)
-            dns = [name] + [check_fqdn(dm, "mail domain") for dm in domains if check_fqdn(dm) != name]
+            dns, ips = split_names([name, *domains], "mail domain")
             subject = organisation_subject(name, org=org, structure_id=structure_id, department=department)
-            return subject, leaf_extensions(Profile.SERV, public_key, dns_names=list(dict.fromkeys(dns)))
+            return subject, leaf_extensions(Profile.SERV, public_key, dns_names=dns, ip_addresses=ips)
         return self._issue(self.organisations, Profile.SERV, build, fqdn, out_dir, now, key_kind, csr_pem)
 
     def issue_org(self, name: str, *, org: str, structure_id: str, department: str, out_dir: str | Path,

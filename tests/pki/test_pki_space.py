@@ -140,7 +140,7 @@ def test_rsa3072_space(tmp_path: Path, now: datetime) -> None:
 
 
 @pytest.mark.parametrize("kwargs", [
-    {"fqdn": "not a name"}, {"fqdn": "-bad.example"}, {"org": ""}, {"department": "999"},
+    {"fqdn": "not a name"}, {"fqdn": "-bad.example"}, {"fqdn": "a..b"}, {"org": ""}, {"department": "999"},
     {"domains": ["bad domain"]},
 ])
 def test_bad_issuance_arguments(space: TrustSpacePKI, tmp_path: Path, now: datetime, kwargs: dict) -> None:
@@ -235,3 +235,12 @@ def test_audit_trail(space: TrustSpacePKI, tmp_path: Path, now: datetime) -> Non
     for e in entries:
         assert {"time", "action", "subject", "serial", "outcome"} <= e.keys()
     assert entries[1]["serial"] == hex(a.serial) and entries[2]["serial"] == hex(a.serial)
+
+
+def test_localhost_and_ip_san(space: TrustSpacePKI, tmp_path: Path, now: datetime) -> None:
+    import ipaddress
+    issued = space.issue_server("localhost", domains=["127.0.0.1", "::1", "dev.mssante.test"], org="Dev",
+                                structure_id="0", department="75", out_dir=tmp_path, now=now)
+    san = issued.cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == ["localhost", "dev.mssante.test"]
+    assert san.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1")]
