@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
+import io
 import os
+import pstats
 import statistics
 import sys
 import tempfile
@@ -109,6 +112,7 @@ async def main() -> int:
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--handshake-count", type=int, default=30, help="requests for the new-connection-per-request run")
     ap.add_argument("--inprocess", action="store_true", help="run the reference DMP in this process")
+    ap.add_argument("--profile", action="store_true", help="cProfile the measured run (use with --inprocess to see both sides)")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-dmp-") as tmp:
@@ -127,7 +131,12 @@ async def main() -> int:
             async with Iti41Connector(cfg) as warm:
                 await run_load(warm, 20, 4, "warm")
             async with Iti41Connector(cfg) as connector:
+                profiler = cProfile.Profile() if args.profile else None
+                if profiler is not None:
+                    profiler.enable()
                 elapsed, lat = await run_load(connector, args.count, args.concurrency, "run")
+                if profiler is not None:
+                    profiler.disable()
                 timings = dict(connector.timings)
                 server = server_side_cost(pki, connector, 200)
             # TLS: one new connection (full handshake, both certificates) per request.
@@ -159,6 +168,11 @@ async def main() -> int:
     per_pooled = p_elapsed / args.handshake_count
     print(f"  TLS: sequential request with a new connection {1000 * per_new:.1f} ms vs pooled keep-alive "
           f"{1000 * per_pooled:.1f} ms -> handshake about {1000 * (per_new - per_pooled):.1f} ms")
+    if profiler is not None:
+        print("  cProfile, top functions by own time:")
+        out = io.StringIO()
+        pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(18)
+        print("\n".join("    " + line for line in out.getvalue().splitlines()[6:] if line.strip()))
     return 0
 
 

@@ -39,7 +39,7 @@ SOAP_CT = 'application/soap+xml; charset=UTF-8; action="{}"'
 @dataclass
 class _Reply:
     status: int
-    body: bytes
+    body: etree._Element
     action: str
 
 
@@ -118,7 +118,7 @@ class ReferenceDmp:
             return web.Response(
                 status=reply.status,
                 body=soap.build_envelope(
-                    action=reply.action, message_id=reply_id, relates_to=relates, body=parse_xml(reply.body)
+                    action=reply.action, message_id=reply_id, relates_to=relates, body=reply.body
                 ),
                 headers={"Content-Type": SOAP_CT.format(reply.action)},
             )
@@ -158,7 +158,7 @@ class ReferenceDmp:
                 body = ebrim.query_response([], exc.errors)
             except ebrim.ResponseFormatError as exc:
                 body = ebrim.query_response([], [RegistryError("XDSRegistryError", str(exc))])
-            return _Reply(200, etree.tostring(body), soap.ACTION_ITI18_RESPONSE)
+            return _Reply(200, body, soap.ACTION_ITI18_RESPONSE)
         response_action = soap.ACTION_ITI41_RESPONSE if msg.action == soap.ACTION_ITI41 else soap.ACTION_ITI57_RESPONSE
         try:
             sub = ebrim.read_submission(msg.body)
@@ -174,7 +174,7 @@ class ReferenceDmp:
             body = ebrim.registry_response(exc.errors)
         except ebrim.ResponseFormatError as exc:
             body = ebrim.registry_response([RegistryError("XDSRegistryMetadataError", str(exc))])
-        return _Reply(200, etree.tostring(body), response_action)
+        return _Reply(200, body, response_action)
 
     def _fault(self, status: int, code: str, subcode: str, reason: str, reply_id: str, relates: str) -> web.Response:
         self.last_outcome = {"status": "Fault", "code": subcode}
