@@ -181,3 +181,69 @@ def aware(t: dt.datetime | None) -> dt.datetime | None:
     if t is None:
         return None
     return t if t.tzinfo is not None else t.replace(tzinfo=dt.timezone.utc)
+
+
+# --- read views (CLI `mssante y`, HTTP /y/deliveries) --------------------------------------------------
+
+
+def _iso(t: dt.datetime | None) -> str | None:
+    t = aware(t)
+    return t.isoformat() if t is not None else None
+
+
+def leg_view(leg: YLeg) -> dict[str, Any]:
+    detail = {k: v for k, v in (leg.detail or {}).items() if k != "request"}  # the DMP request stays internal
+    return {
+        "id": leg.id, "kind": leg.kind, "group": leg.group or None, "recipient": leg.recipient,
+        "state": leg.state, "state_at": _iso(leg.state_at), "attempts": leg.attempts,
+        "next_attempt_at": _iso(leg.next_attempt_at), "message_id": leg.message_id,
+        "last_error": leg.last_error, "detail": detail or None,
+    }
+
+
+def delivery_summary(d: YDelivery, legs: list[YLeg]) -> dict[str, Any]:
+    return {
+        "id": d.id, "sender": d.sender_key, "control_id": d.control_id, "message_type": d.message_type,
+        "action": d.action, "source": d.source, "received_at": _iso(d.received_at),
+        "legs": {state: sum(1 for leg in legs if leg.state == state) for state in sorted({leg.state for leg in legs})},
+        "complete": all(leg.state in TERMINAL or leg.state in (DELIVERED, SENT) for leg in legs),
+    }
+
+
+async def delivery_view(session: AsyncSession, delivery_id: int) -> dict[str, Any] | None:
+    d = await session.get(YDelivery, delivery_id)
+    if d is None:
+        return None
+    legs = await legs_of(session, delivery_id)
+    history = (await session.scalars(
+        select(YStateChange).where(YStateChange.leg_id.in_([leg.id for leg in legs])).order_by(YStateChange.id)
+    )).all() if legs else []
+    acks = (await session.scalars(select(YAckOutbox).where(YAckOutbox.delivery_id == delivery_id)
+                                  .order_by(YAckOutbox.id))).all()
+    out = delivery_summary(d, legs)
+    out.update({
+        "patient_ins": d.patient_ins, "sender_mailbox": d.sender_mailbox, "actor": d.actor,
+        "ack_reception": d.ack_reception, "ack_lecture": d.ack_lecture, "warnings": d.warnings or [],
+        "leg_details": [leg_view(leg) for leg in legs],
+        "history": [{"leg": h.leg_id, "from": h.from_state, "to": h.to_state, "at": _iso(h.at), "reason": h.reason}
+                    for h in history],
+        "business_acks": [{"event": a.event, "leg": a.leg_id, "success": a.success, "sent_at": _iso(a.sent_at),
+                           "attempts": a.attempts, "lab_answer": a.ack_code or None, "error": a.error_code or None}
+                          for a in acks],
+    })
+    return out
+
+
+async def list_deliveries(session: AsyncSession, *, since: dt.datetime | None = None,
+                          limit: int = 100) -> list[dict[str, Any]]:
+    q = select(YDelivery).order_by(YDelivery.id.desc()).limit(limit)
+    if since is not None:
+        q = q.where(YDelivery.received_at >= since)
+    deliveries = list((await session.scalars(q)).all())
+    if not deliveries:
+        return []
+    all_legs = (await session.scalars(select(YLeg).where(YLeg.delivery_id.in_([d.id for d in deliveries])))).all()
+    by_delivery: dict[int, list[YLeg]] = {}
+    for leg in all_legs:
+        by_delivery.setdefault(leg.delivery_id, []).append(leg)
+    return [delivery_summary(d, by_delivery.get(d.id, [])) for d in deliveries]
