@@ -277,6 +277,10 @@ def _wrap(handler: Handler, name: str) -> Handler:
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             print(f"mssante pki {name}: error: {message}", file=sys.stderr)
             return 1
+        except Exception as exc:  # e.g. cryptography's UnsupportedAlgorithm on exotic input
+            print(f"mssante pki {name}: error: unexpected {type(exc).__name__}: "
+                  f"{str(exc).splitlines()[0] if str(exc) else ''}", file=sys.stderr)
+            return 1
     return run
 
 
