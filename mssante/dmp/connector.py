@@ -35,6 +35,7 @@ from .xmlsafe import UnsafeXmlError
 log = logging.getLogger("mssante.dmp.connector")
 
 AuditFn = Callable[..., Awaitable[None]]
+MAX_RESPONSE_BYTES = 4 * 1024 * 1024  # a RegistryResponse is small; never buffer an unbounded answer
 
 
 @dataclass(frozen=True)
@@ -305,7 +306,14 @@ class Iti41Connector:
             ) as resp:
                 status = resp.status
                 rtype = resp.headers.get("Content-Type", "")
-                body = await resp.read()
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in resp.content.iter_chunked(65536):
+                    size += len(chunk)
+                    if size > MAX_RESPONSE_BYTES:
+                        raise _Rejected("XDSRegistryError", "the DMP's answer is larger than expected")
+                    chunks.append(chunk)
+                body = b"".join(chunks)
         except asyncio.TimeoutError:
             raise _Temporary("timeout talking to the DMP") from None
         except aiohttp.ClientSSLError as exc:

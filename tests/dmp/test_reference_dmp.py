@@ -361,3 +361,31 @@ async def test_second_dmp_instance_is_independent(pki_material: Pki, tmp_path: P
         assert len(running.dmp.registry.docs) == 1
     finally:
         await running.stop()
+
+
+async def test_oversized_answer_is_not_buffered(make_connector: ConnectorFactory, pki_material: Pki) -> None:
+    import socket
+
+    from mssante.dmp.connector import MAX_RESPONSE_BYTES
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "application/soap+xml"})
+        await resp.prepare(request)
+        chunk = b"x" * 65536
+        for _ in range(MAX_RESPONSE_BYTES // len(chunk) + 2):
+            await resp.write(chunk)
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/repository", handler)
+    ctx = server_context(pki_material.server.chain_path, pki_material.server.key_path, pki_material.space.anchors_path)  # type: ignore[arg-type]
+    runner = web.AppRunner(app)
+    await runner.setup()
+    sock = socket.create_server(("127.0.0.1", 0))
+    await web.SockSite(runner, sock, ssl_context=ctx).start()
+    try:
+        c = await make_connector(f"https://127.0.0.1:{sock.getsockname()[1]}")
+        out = await c.send(make_request(make_cda("16001")))
+        assert isinstance(out, DmpRejected) and "larger" in out.text
+    finally:
+        await runner.cleanup()
