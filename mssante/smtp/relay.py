@@ -129,6 +129,8 @@ class RelayWorker:
             t = self.services.config.tls
             # Hostname checks are replaced by the liste blanche DN check (SPECS.md §1).
             self._tls = client_context(ca_path=t.anchors, cert_path=t.cert, key_path=t.key, check_hostname=False)
+            if t.intermediates:
+                self._tls.load_verify_locations(cafile=t.intermediates)
         return self._tls
 
     # --- one pass --------------------------------------------------------------------------------------

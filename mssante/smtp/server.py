@@ -30,7 +30,12 @@ def server_tls_context(services: Any) -> ssl.SSLContext:
     if not t.cert or not t.key:
         raise ValueError("config error: tls.cert and tls.key are required for the SMTP listeners")
     # CERT_OPTIONAL: a peer without a certificate gets a clear SMTP refusal rather than a TLS alert.
-    return server_context(t.cert, t.key, client_ca_path=t.anchors or None, require_client_cert=False)
+    ctx = server_context(t.cert, t.key, client_ca_path=t.anchors or None, require_client_cert=False)
+    if t.anchors and t.intermediates:
+        # Peers that send only their leaf (some clients do) still chain: intermediates help path building,
+        # OpenSSL still requires the path to end at an anchor (no partial chains).
+        ctx.load_verify_locations(cafile=t.intermediates)
+    return ctx
 
 
 @dataclass
