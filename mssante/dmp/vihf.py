@@ -9,6 +9,7 @@ resource-id = the patient's INS in CX form. Verification is what the reference D
 from __future__ import annotations
 
 import base64
+import functools
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -52,6 +53,7 @@ SIGNATURE_METHODS = frozenset({SignatureMethod.RSA_SHA256, SignatureMethod.ECDSA
 SigningKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 
 
+@functools.lru_cache(maxsize=256)
 def dn_string(name: x509.Name) -> str:
     """A DN the way the ANS example writes it: X.500 order, ", " separated (C=FR, ST=…, O=…, OU=…, CN=…)."""
     return ", ".join(rdn.rfc4514_string() for rdn in name.rdns)
