@@ -49,6 +49,7 @@ class ImapConnection(asyncio.Protocol):
         self._write_paused: asyncio.Future[None] | None = None
         self._read_paused = False
         self._task: asyncio.Task[None] | None = None
+        self._lingering = False
 
     # --- asyncio.Protocol -----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -76,6 +77,8 @@ class ImapConnection(asyncio.Protocol):
         self._wake()
 
     def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            return  # closing: input is read and dropped so that our last words are not reset away
         if self._ssl is None:
             self.reader.feed(data)
         else:
@@ -270,14 +273,25 @@ class ImapConnection(asyncio.Protocol):
                 return None
 
     def close(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
+        t = self.transport
+        if t is not None and not t.is_closing() and not self._lingering:
             if self._ssl is not None and self.tls:
                 try:
                     self._ssl.unwrap()
                 except (ssl.SSLError, OSError, ValueError):
                     pass
                 self._flush_tls()
-            self.transport.close()
+            if self.reader.buffered and t.can_write_eof():
+                # Unread input: closing now would send a TCP RST that can destroy the BYE we just
+                # wrote. Half-close, drop further input, and close for good a little later.
+                self._lingering = True
+                t.write_eof()
+                if self._read_paused:
+                    self._read_paused = False
+                    t.resume_reading()
+                asyncio.get_running_loop().call_later(2.0, t.close)
+            else:
+                t.close()
         self._closed = True
 
     def _abort(self) -> None:

@@ -312,6 +312,8 @@ class SqlStorage:
     async def append(self, folder_id: int, raw: bytes, flags: Sequence[str], internaldate: dt.datetime) -> int:
         env, bs = summarize(raw)
         mid = env[9]
+        # Stored in UTC: SQLite keeps no offset, so the instant is what must survive.
+        internaldate = internaldate.astimezone(dt.timezone.utc)
         async with self._sessions() as s, s.begin():
             await self._lock(s, folder_id)
             blob_id = await store_blob(s, raw)

@@ -1,0 +1,40 @@
+"""APPEND: APPENDUID, TRYCREATE, flags and dates, MULTIAPPEND, size refused before reading."""
+
+from __future__ import annotations
+
+from conftest import Client, Env, fast_settings, message
+
+
+async def test_append(logged: Client) -> None:
+    raw = message("appended")
+    r = await logged.cmd(b'a APPEND Drafts (\\Draft $Work) " 5-Nov-2026 10:00:00 +0100" {%d+}\r\n' % len(raw) + raw)
+    assert "a OK [APPENDUID " in r and " 1]" in r
+    await logged.cmd("s SELECT Drafts")
+    r = await logged.cmd("b FETCH 1 (FLAGS INTERNALDATE ENVELOPE)")
+    assert "$Work \\Draft" in r and '" 5-Nov-2026 09:00:00 +0000"' in r and '"appended"' in r
+
+
+async def test_append_sync_literal_and_multiappend(logged: Client) -> None:
+    a, b = message("one"), message("two")
+    logged.conn.feed(b"a APPEND INBOX {%d}\r\n" % len(a))
+    assert (await logged.read_until(b"\r\n")).startswith(b"+ ")
+    r = await logged.cmd(a + b" (\\Seen) {%d+}\r\n" % len(b) + b, tag="a")
+    assert "a OK [APPENDUID " in r and " 1:2]" in r
+
+
+async def test_append_trycreate_and_selected_exists(env: Env, logged: Client) -> None:
+    raw = message("x")
+    assert "NO [TRYCREATE]" in await logged.cmd(b"a APPEND Nowhere {%d+}\r\n" % len(raw) + raw)
+    await logged.cmd("s SELECT INBOX")
+    r = await logged.cmd(b"b APPEND INBOX {%d+}\r\n" % len(raw) + raw)
+    assert "* 1 EXISTS" in r
+
+
+async def test_append_too_big_refused_before_literal(env: Env) -> None:
+    c = Client(env, settings=fast_settings(append_limit=1000))
+    await c.start()
+    await c.login()
+    r = await c.cmd("a APPEND INBOX {5000}")
+    assert "a NO [TOOBIG]" in r
+    assert "APPENDLIMIT=1000" in await c.cmd("b CAPABILITY")
+    await c.close()
