@@ -66,6 +66,7 @@ class ListeBlancheError(ValueError):
 class ProblemCode(StrEnum):
     ROOT_NOT_CLOSED = "ROOT_NOT_CLOSED"  # the real ANS file: accepted, reported
     UNEXPECTED_NAMESPACE = "UNEXPECTED_NAMESPACE"
+    MISPLACED_ELEMENT = "MISPLACED_ELEMENT"  # a <Domaine> outside <ListeDomaines>: ignored
     BAD_GENERATION_DATE = "BAD_GENERATION_DATE"
     EMPTY_DOMAIN = "EMPTY_DOMAIN"
     INVALID_DOMAIN = "INVALID_DOMAIN"
@@ -192,6 +193,13 @@ def parse_liste_blanche(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> L
                             Problem(ProblemCode.UNEXPECTED_NAMESPACE, "root not in the ANS namespace")
                         )
             elif local == "Domaine":
+                parent = el.getparent()
+                if parent is None or parent.tag.rpartition("}")[2] != "ListeDomaines":
+                    problems.append(
+                        Problem(ProblemCode.MISPLACED_ELEMENT, "<Domaine> outside <ListeDomaines>")
+                    )
+                    in_domaine = False
+                    continue
                 rec = {}
                 for c in el:
                     f = _FIELD_TAGS.get(c.tag)
@@ -200,9 +208,7 @@ def parse_liste_blanche(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> L
                 raw_entries.append(rec)
                 in_domaine = False
                 el.clear()
-                parent = el.getparent()
-                if parent is not None:  # keep memory flat: drop processed entries
-                    parent.remove(el)
+                parent.remove(el)  # keep memory flat: drop processed entries
             elif local == "ListeDomaines":
                 domaines_closed = True
             elif local == "DateDeGeneration":
@@ -218,22 +224,24 @@ def parse_liste_blanche(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> L
                 ListeBlancheErrorCode.NOT_A_LISTE_BLANCHE, "root is not <ListeBlancheMSSante>"
             )
     except etree.XMLSyntaxError as exc:
-        if not root_seen:
+        if not root_seen or not _ends_at_eof(exc, data):
             raise ListeBlancheError(ListeBlancheErrorCode.MALFORMED, _short(exc)) from None
         if in_domaine:
             raise ListeBlancheError(
                 ListeBlancheErrorCode.TRUNCATED, "document ends inside a <Domaine>"
             ) from None
-        tail = data[data.rfind(b"</ListeDomaines>") + len(b"</ListeDomaines>") :]
-        if domaines_closed and not tail.strip():
-            # SPECS.md §1: the ANS file stops right after </ListeDomaines>; accepted deliberately, reported.
-            problems.append(Problem(ProblemCode.ROOT_NOT_CLOSED, "missing </ListeBlancheMSSante> (accepted)"))
-        elif not domaines_closed and _ends_in_eof(exc):
+        if not domaines_closed:
             raise ListeBlancheError(
                 ListeBlancheErrorCode.TRUNCATED, "document ends before </ListeDomaines>"
             ) from None
-        else:
-            raise ListeBlancheError(ListeBlancheErrorCode.MALFORMED, _short(exc)) from None
+        tail = data[data.rfind(b"</ListeDomaines>") + len(b"</ListeDomaines>") :]
+        if tail.strip():
+            # only the exact ANS defect (no root end tag at all) is tolerated; a cut end tag is not
+            raise ListeBlancheError(
+                ListeBlancheErrorCode.TRUNCATED, "document ends after </ListeDomaines> inside other markup"
+            ) from None
+        # SPECS.md §1: the ANS file stops right after </ListeDomaines>; accepted deliberately, reported.
+        problems.append(Problem(ProblemCode.ROOT_NOT_CLOSED, "missing </ListeBlancheMSSante> (accepted)"))
     if not domaines_closed:
         raise ListeBlancheError(ListeBlancheErrorCode.NOT_A_LISTE_BLANCHE, "no <ListeDomaines> element")
 
@@ -254,10 +262,16 @@ def parse_liste_blanche(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> L
     )
 
 
-def _ends_in_eof(exc: etree.XMLSyntaxError) -> bool:
-    # libxml2: "Premature end of data" / "EndTag: '</' not found" / "Extra content"... at end of input.
-    msg = str(exc)
-    return "Premature end" in msg or "not found" in msg or "end of data" in msg.lower()
+def _ends_at_eof(exc: etree.XMLSyntaxError, data: bytes) -> bool:
+    """Did the parser fail because the input stopped (truncation), rather than on bad markup inside it?"""
+    if "Premature end of data" in str(exc):
+        return True
+    line, col = exc.position
+    body = data.rstrip()
+    last_nl = body.rfind(b"\n")
+    lines = body.count(b"\n") + 1
+    last_len = len(body[last_nl + 1 :].decode("utf-8", "replace"))
+    return bool(line >= lines and col >= last_len)
 
 
 def _short(exc: Exception) -> str:

@@ -163,7 +163,15 @@ def test_utf16_refused_so_the_doctype_scan_stays_exact() -> None:
             ListeBlancheErrorCode.MALFORMED,
         ),
         (b"<ListeBlancheMSSante><ListeDomaines><Domaine><Nom>a.fr</Nom>", ListeBlancheErrorCode.TRUNCATED),
-        (b"<ListeBlancheMSSante><ListeDomaines></ListeDomaines><Junk>", ListeBlancheErrorCode.MALFORMED),
+        (b"<ListeBlancheMSSante><ListeDomaines></ListeDomaines><Junk>", ListeBlancheErrorCode.TRUNCATED),
+        (
+            b"<ListeBlancheMSSante><ListeDomaines></ListeDomaines></ListeBlanche",
+            ListeBlancheErrorCode.TRUNCATED,
+        ),
+        (
+            b"<ListeBlancheMSSante><ListeDomaines><Domaine><Nom>a</Foo></Domaine></ListeDomaines>",
+            ListeBlancheErrorCode.MALFORMED,
+        ),
     ],
 )
 def test_bad_documents(doc: bytes, code: ListeBlancheErrorCode) -> None:
@@ -192,3 +200,14 @@ def test_huge_document_is_refused_by_default_limit() -> None:
     with pytest.raises(ListeBlancheError) as exc:
         parse_liste_blanche(doc)
     assert exc.value.code is ListeBlancheErrorCode.TOO_LARGE
+
+
+def test_domaine_outside_the_list_is_ignored() -> None:
+    doc = (
+        b'<ListeBlancheMSSante xmlns="https://listeblanche.mssante.fr/schema"><Domaine><Nom>x.mssante.fr</Nom>'
+        b"<DNCertificatOperateur>CN=x,C=FR</DNCertificatOperateur></Domaine><ListeDomaines/></ListeBlancheMSSante>"
+    )
+    liste = parse_liste_blanche(doc)
+    assert liste.domains == frozenset() and [p.code for p in liste.problems] == [
+        ProblemCode.MISPLACED_ELEMENT
+    ]
