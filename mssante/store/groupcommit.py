@@ -100,47 +100,69 @@ class GroupCommitter:
         while True:
             batch = await self._collect()
             live = [(j, f) for j, f in batch if not f.cancelled()]
-            if not live:
-                continue
-            try:
-                results = await self._run_batch(live)
-            except asyncio.CancelledError:
-                for _, f in live:
+            while live:
+                try:
+                    results = await self._run_batch(live)
+                except asyncio.CancelledError:
+                    for _, f in live:
+                        if not f.done():
+                            f.set_exception(CommitterClosed("the store is shutting down"))
+                    raise
+                except _JobFailed as jf:
+                    # One job raised: it alone fails; the others are run again without it (the failed
+                    # transaction was rolled back, so nothing of theirs was kept).
+                    _, f = live.pop(jf.index)
                     if not f.done():
-                        f.set_exception(CommitterClosed("the store is shutting down"))
-                raise
-            except Exception as e:
-                if len(live) == 1:
-                    if not live[0][1].done():
-                        live[0][1].set_exception(e)
+                        f.set_exception(jf.error)
                     continue
-                log.warning("group commit of %d jobs failed; retrying each alone", len(live), exc_info=True)
-                results = None
-            if results is not None:
+                except Exception:
+                    # The commit itself failed (disk, deadlock, lost connection): each job alone.
+                    log.warning("group commit of %d jobs failed; retrying each alone", len(live), exc_info=True)
+                    await self._one_by_one(live)
+                    break
                 self.batches += 1
                 self.jobs += len(live)
                 for (_, f), r in zip(live, results):
                     if not f.done():
                         f.set_result(r)
-                continue
-            for job, f in live:
-                try:
-                    (r,) = await self._run_batch([(job, f)])
-                except asyncio.CancelledError:
-                    if not f.done():
-                        f.set_exception(CommitterClosed("the store is shutting down"))
-                    raise
-                except Exception as e:  # the job's own failure goes to its waiter
-                    if not f.done():
-                        f.set_exception(e)
-                else:
-                    self.batches += 1
-                    self.jobs += 1
-                    if not f.done():
-                        f.set_result(r)
+                break
+
+    async def _one_by_one(self, live: list[tuple[Job, asyncio.Future[Any]]]) -> None:
+        for job, f in live:
+            try:
+                (r,) = await self._run_batch([(job, f)])
+            except asyncio.CancelledError:
+                if not f.done():
+                    f.set_exception(CommitterClosed("the store is shutting down"))
+                raise
+            except _JobFailed as jf:
+                if not f.done():
+                    f.set_exception(jf.error)
+            except Exception as e:
+                if not f.done():
+                    f.set_exception(e)
+            else:
+                self.batches += 1
+                self.jobs += 1
+                if not f.done():
+                    f.set_result(r)
 
     async def _run_batch(self, batch: list[tuple[Job, asyncio.Future[Any]]]) -> list[Any]:
         async with self._sessions() as session:
             async with session.begin():
-                results = [await job(session) for job, _ in batch]
+                results = []
+                for i, (job, _) in enumerate(batch):
+                    try:
+                        results.append(await job(session))
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as e:
+                        raise _JobFailed(i, e) from e
         return results
+
+
+class _JobFailed(Exception):
+    def __init__(self, index: int, error: Exception) -> None:
+        super().__init__(str(error))
+        self.index = index
+        self.error = error
