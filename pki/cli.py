@@ -45,7 +45,7 @@ def _space_dir(args: argparse.Namespace) -> Path:
 
 def _passphrase(args: argparse.Namespace) -> bytes:
     if args.passphrase_file is not None:
-        data = read_bytes(args.passphrase_file, "passphrase file").rstrip(b"\r\n")
+        data = read_bytes(args.passphrase_file, "passphrase file").strip()  # same rule as mssante init
         if not data:
             raise CliError(f"{args.passphrase_file}: passphrase file is empty")
         return data
