@@ -13,16 +13,10 @@ from __future__ import annotations
 
 import ssl
 from pathlib import Path
-from typing import Protocol
-
 from cryptography import x509
 
 # TLS 1.2: ECDHE key exchange with AEAD only (RFC 5289 / RFC 7905); OpenSSL cipher-string syntax.
 TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL:!SHA1:!SHA256:!SHA384"
-
-
-class _HasPeerCert(Protocol):
-    def getpeercert(self, binary_form: bool = ...) -> object: ...
 
 
 def _harden(ctx: ssl.SSLContext) -> ssl.SSLContext:
@@ -70,11 +64,11 @@ def client_context(*, ca_path: str | Path, cert_path: str | Path | None = None,
     return ctx
 
 
-def peer_certificate(ssl_object: _HasPeerCert | None) -> x509.Certificate | None:
+def peer_certificate(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> x509.Certificate | None:
     """The peer's leaf certificate (parsed) from an ssl.SSLSocket/SSLObject, or None when absent."""
     if ssl_object is None:
         return None
     der = ssl_object.getpeercert(binary_form=True)
-    if not der or not isinstance(der, bytes):
+    if not der:
         return None
     return x509.load_der_x509_certificate(der)

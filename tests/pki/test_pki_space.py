@@ -193,7 +193,7 @@ def test_revoke_and_crl(space: TrustSpacePKI, tmp_path: Path, now: datetime) -> 
     paths = space.write_crls(now + timedelta(minutes=1))
     crls = {p.parent.name: x509.load_pem_x509_crl(p.read_bytes()) for p in paths}
     org_crl = crls["organisations"]
-    assert org_crl.is_signature_valid(space.organisations.cert.public_key())
+    assert org_crl.is_signature_valid(space.organisations.cert.public_key())  # type: ignore[arg-type]
     entry = org_crl.get_revoked_certificate_by_serial_number(a.serial)
     assert entry is not None
     assert entry.extensions.get_extension_for_class(x509.CRLReason).value.reason == x509.ReasonFlags.key_compromise
