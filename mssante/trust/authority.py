@@ -168,7 +168,8 @@ class AuthorityFiles:
             out_dir=self.root / "signer-tmp",
             now=now,
         )
-        assert issued.key_path is not None
+        if issued.key_path is None:  # issue_org without a CSR always generates the key
+            raise AuthorityError(AuthorityErrorCode.NOT_INITIALISED, "the PKI returned no signing key")
         issued.key_path.replace(self.signer_key)
         self.signer_key.chmod(0o600)
         issued.cert_path.replace(self.signer_cert)
