@@ -164,7 +164,10 @@ class Iti41Connector:
             fields["reason"] = outcome.reason
         log.info("DMP %s for document %s: %s", request.action.value, doc_id or "-", result)
         if self.audit is not None:
-            await self.audit(f"dmp.{request.action.value}", request.author_idnps or request.structure_id, result, **fields)
+            try:
+                await self.audit(f"dmp.{request.action.value}", request.author_idnps or request.structure_id, result, **fields)
+            except Exception:  # the DMP outcome must still reach the Y leg: a lost answer would resubmit
+                log.exception("audit record failed for DMP %s of document %s (%s)", request.action.value, doc_id or "-", result)
 
     async def _send(self, request: DmpRequest) -> DmpOutcome:
         t = time.perf_counter()
