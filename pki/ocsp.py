@@ -38,6 +38,7 @@ class OcspResult:
     status: OcspStatus
     detail: str = ""
     revocation_reason: x509.ReasonFlags | None = None
+    valid_until: datetime | None = None  # nextUpdate (or thisUpdate + max age) of a conclusive answer
 
 
 def build_request(cert: x509.Certificate, issuer: x509.Certificate) -> bytes:
@@ -104,11 +105,12 @@ def check_response(response_der: bytes, cert: x509.Certificate, issuer: x509.Cer
                 return OcspResult(OcspStatus.ERROR, f"OCSP response expired at {next_update.isoformat()}")
             if next_update is None and now > this_update + max_age:
                 return OcspResult(OcspStatus.ERROR, "OCSP response is too old")
+            valid_until = next_update if next_update is not None else this_update + max_age
             if single.certificate_status is ocsp.OCSPCertStatus.GOOD:
-                return OcspResult(OcspStatus.GOOD)
+                return OcspResult(OcspStatus.GOOD, valid_until=valid_until)
             if single.certificate_status is ocsp.OCSPCertStatus.REVOKED:
                 return OcspResult(OcspStatus.REVOKED, "revoked according to OCSP",
-                                  single.revocation_reason)
+                                  single.revocation_reason, valid_until)
             return OcspResult(OcspStatus.UNKNOWN, "OCSP responder does not know this certificate")
     except Exception as exc:  # malformed fields
         return OcspResult(OcspStatus.ERROR, f"unusable OCSP response ({exc})")
@@ -116,13 +118,19 @@ def check_response(response_der: bytes, cert: x509.Certificate, issuer: x509.Cer
 
 
 class OcspChecker:
-    """OCSP with a configured responder URL per issuing CA (keyed by the CA subject, RFC 4514)."""
+    """OCSP with a configured responder URL per issuing CA (keyed by the CA subject, RFC 4514).
+
+    Conclusive answers (GOOD / REVOKED) are cached until their nextUpdate, so a busy listener does
+    not query the responder for every connection (RFC 5019 §6 caching).
+    """
 
     def __init__(self, fetch: OcspFetch, responders: Mapping[str, str], *,
-                 max_age: timedelta = DEFAULT_MAX_AGE) -> None:
+                 max_age: timedelta = DEFAULT_MAX_AGE, cache_size: int = 10_000) -> None:
         self._fetch = fetch
         self._responders = {_norm(k): v for k, v in responders.items()}
         self._max_age = max_age
+        self._cache: dict[tuple[x509.Certificate, int], OcspResult] = {}
+        self._cache_size = cache_size
 
     def responder_for(self, issuer: x509.Certificate) -> str | None:
         return self._responders.get(_norm(issuer.subject.rfc4514_string()))
@@ -132,11 +140,20 @@ class OcspChecker:
         url = self.responder_for(issuer)
         if url is None:
             return None
+        key = (issuer, cert.serial_number)
+        cached = self._cache.get(key)
+        if cached is not None and cached.valid_until is not None and now <= cached.valid_until:
+            return cached
         try:
             response = self._fetch(url, build_request(cert, issuer))
         except Exception as exc:
             return OcspResult(OcspStatus.ERROR, f"OCSP fetch from {url} failed ({type(exc).__name__})")
-        return check_response(response, cert, issuer, now, max_age=self._max_age)
+        result = check_response(response, cert, issuer, now, max_age=self._max_age)
+        if result.status in (OcspStatus.GOOD, OcspStatus.REVOKED):
+            if len(self._cache) >= self._cache_size:
+                self._cache.clear()
+            self._cache[key] = result
+        return result
 
 
 def _norm(dn: str) -> str:

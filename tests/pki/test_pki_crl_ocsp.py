@@ -192,9 +192,12 @@ def _ocsp_validator(space: TrustSpacePKI, responder: Responder) -> Validator:
 def test_ocsp_good_and_revoked(space: TrustSpacePKI, serv: Issued, now: datetime, responder: Responder) -> None:
     v = _ocsp_validator(space, responder)
     assert v.validate(serv.cert, Role.TLS_SERVER, now).ok  # no ORGANISATIONS CRL needed: OCSP says good
-    assert responder.requests == 1
+    assert v.validate(serv.cert, Role.TLS_SERVER, now + timedelta(hours=1)).ok
+    assert responder.requests == 1  # the answer is cached until its nextUpdate (4 h)
     responder.revoked.add(serv.serial)
-    d = v.validate(serv.cert, Role.TLS_SERVER, now)
+    responder.now = now + timedelta(hours=5)
+    d = v.validate(serv.cert, Role.TLS_SERVER, now + timedelta(hours=5))
+    assert responder.requests == 2
     assert d.reason is Reason.REVOKED and "OCSP" in d.detail and "keyCompromise" in d.detail
 
 
