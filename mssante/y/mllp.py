@@ -308,9 +308,10 @@ class MllpClient:
 
     @classmethod
     async def connect(cls, host: str, port: int, *, ssl_context: ssl.SSLContext | None = None,
-                      timeout: float = 30.0) -> MllpClient:
+                      server_hostname: str | None = None, timeout: float = 30.0) -> MllpClient:
+        name = (server_hostname or host) if ssl_context else None
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(host, port, ssl=ssl_context, server_hostname=host if ssl_context else None), timeout
+            asyncio.open_connection(host, port, ssl=ssl_context, server_hostname=name), timeout
         )
         return cls(reader, writer)
 

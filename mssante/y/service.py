@@ -367,3 +367,89 @@ async def store_plan(
     ))
     await session.flush()
     return int(delivery.id), plan.ack, False
+
+
+# --- runtime glue: what `serve` starts (mssante/wiring.py) ------------------------------------------
+
+SOURCE_OID = "1.2.250.1.213.1.1.9.999"  # XDS sourceId of this PFI (dev value; set per deployment)
+
+
+def mllp_ssl_context(services: Services) -> Any:
+    """TLS for the MLLP listener when config.mllp.tls: our SERV certificate, client certificates required
+    and chained to the trust-space anchors (then validated by pki, revocation included, per connection)."""
+    cfg = services.config
+    if not cfg.mllp.tls:
+        return None
+    from pki.tls import server_context
+
+    if not cfg.tls.cert or not cfg.tls.key or not cfg.tls.anchors:
+        raise SenderConfigError("config error: mllp.tls = true needs tls.cert, tls.key and tls.anchors")
+    ctx = server_context(cfg.tls.cert, cfg.tls.key, client_ca_path=cfg.tls.anchors, require_client_cert=True)
+    if cfg.tls.intermediates:
+        ctx.load_verify_locations(cafile=cfg.tls.intermediates)
+    return ctx
+
+
+def dmp_connector_from_config(services: Services) -> Any:
+    """The ITI-41 connector (mssante/dmp/connector.py) from config.dmp, or None when no DMP is configured."""
+    d = services.config.dmp
+    if not d.url:
+        return None
+    from pathlib import Path
+
+    from mssante.dmp.connector import Iti41Connector, config_from_settings
+
+    if not d.cert or not d.key or not d.anchors:
+        raise SenderConfigError("config error: dmp.url needs dmp.cert, dmp.key and dmp.anchors")
+    conf = config_from_settings(d.url, Path(d.cert), Path(d.key), Path(d.anchors), source_id=SOURCE_OID,
+                                concurrency=d.concurrency, timeout=d.timeout)
+    return Iti41Connector(conf, audit=services.audit.record, now=services.now)
+
+
+@dataclass
+class YRuntime:
+    """The MLLP listener + the Y worker (+ the DMP connector they own): one Stoppable for `serve`."""
+
+    services: Services
+    mllp: Any = None  # mssante.y.mllp.MllpServer
+    worker: Any = None  # mssante.y.worker.YWorker
+    dmp: Any = None
+
+    @property
+    def port(self) -> int | None:
+        return self.mllp.port if self.mllp is not None else None
+
+    async def stop(self) -> None:
+        if self.mllp is not None:
+            await self.mllp.stop()
+        if self.worker is not None:
+            await self.worker.stop()
+        intake = self.services.extras.get("y_intake")
+        if isinstance(intake, YIntake):
+            await intake.close()
+        if self.dmp is not None and hasattr(self.dmp, "close"):
+            await self.dmp.close()
+
+
+async def start_y(services: Services, *, dmp: Any = None, address: str | None = None,
+                  poll_interval: float = 1.0) -> YRuntime:
+    """Start the Y intake on config.listeners.mllp (TLS when config.mllp.tls) and the Y worker.
+
+    `dmp` overrides the connector built from config.dmp (a DmpConnector); no DMP configured = DMP legs
+    wait (never lost) and a warning is logged.
+    """
+    from mssante.config import parse_hostport
+    from mssante.y.mllp import start_mllp
+    from mssante.y.worker import start_y_worker
+
+    connector = dmp if dmp is not None else dmp_connector_from_config(services)
+    if connector is None:
+        log.warning("no DMP configured (dmp.url): DMP legs will wait in state 'accepted'")
+    runtime = YRuntime(services, dmp=connector if dmp is None else None)
+    addr = address if address is not None else services.config.listeners.mllp
+    if addr:
+        host, _, port_text = addr.rpartition(":")
+        port = 0 if port_text == "0" else parse_hostport(addr, "listeners.mllp")[1]
+        runtime.mllp = await start_mllp(services, host=host.strip("[]"), port=port, ssl_context=mllp_ssl_context(services))
+    runtime.worker = await start_y_worker(services, dmp=connector, poll_interval=poll_interval)
+    return runtime
