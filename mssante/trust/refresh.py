@@ -226,20 +226,25 @@ class Refresher:
 
     # -- cache -------------------------------------------------------------------------------------
     def load_cached(self) -> bool:
-        """Install the last good list from `state_dir` (kept across restarts). False when none/invalid."""
-        path = self.config.state_dir / CACHE_NAME
-        try:
-            data = path.read_bytes()
-            liste = parse_liste_blanche(data, max_bytes=self.config.max_bytes)
-        except (OSError, ListeBlancheError):
-            return False
+        """Install the last good list from `state_dir` (kept across restarts). False when none/invalid.
+
+        Only a list cached from the same source counts: after a change of source, the new source's
+        first list is installed as a first load.
+        """
         try:
             meta = json.loads((self.config.state_dir / META_NAME).read_text())
-            if meta.get("source") == self.config.source and meta.get("sha256") == liste.sha256:
-                self.etag = meta.get("etag")
-                self.last_modified = meta.get("last_modified")
-        except (OSError, ValueError):
-            pass
+            data = (self.config.state_dir / CACHE_NAME).read_bytes()
+            liste = parse_liste_blanche(data, max_bytes=self.config.max_bytes)
+        except (OSError, ValueError, ListeBlancheError):
+            return False
+        if (
+            not isinstance(meta, dict)
+            or meta.get("source") != self.config.source
+            or meta.get("sha256") != liste.sha256
+        ):
+            return False
+        self.etag = meta.get("etag")
+        self.last_modified = meta.get("last_modified")
         self.state.install(liste, self._now())
         return True
 

@@ -43,6 +43,7 @@ class Server:
     sig: bytes = b""
     requests: list[tuple[str, dict[str, str]]] = field(default_factory=list)
     url: str = ""
+    runner: web.AppRunner | None = None
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         self.requests.append((request.path, dict(request.headers)))
@@ -85,6 +86,7 @@ async def https(tmp_path: Path, space: TrustSpacePKI) -> AsyncIterator[Callable[
         site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ctx)
         await site.start()
         runners.append(runner)
+        srv.runner = runner
         port = runner.addresses[0][1]
         srv.url = f"https://127.0.0.1:{port}/liste.xml"
         return srv
@@ -210,16 +212,20 @@ async def test_unreachable_url_keeps_last_good(tmp_path: Path, space: TrustSpace
     finally:
         await r.stop()
     # same state dir, server gone: a restarted gateway starts from the cached list
-    dead = Refresher(
-        TrustState(), RefreshConfig("https://127.0.0.1:9/liste.xml", tmp_path / "state"), now=lambda: NOW
-    )
+    assert srv.runner is not None
+    await srv.runner.cleanup()
+    restarted = refresher(tmp_path, srv.url, space)
     try:
-        assert dead.load_cached()
-        assert await dead.refresh_once() is RefreshOutcome.FAILED
-        assert dead.last_error is RefreshErrorCode.UNREACHABLE and dead.failures == 1
-        assert len(dead.state.liste.domains) == 10
+        assert restarted.load_cached()
+        assert len(restarted.state.liste.domains) == 10
+        assert await restarted.refresh_once() is RefreshOutcome.FAILED
+        assert restarted.last_error is RefreshErrorCode.UNREACHABLE and restarted.failures == 1
+        assert len(restarted.state.liste.domains) == 10
     finally:
-        await dead.stop()
+        await restarted.stop()
+    # a cache written for another source is not used
+    other = refresher(tmp_path, "https://127.0.0.1:9/liste.xml", space)
+    assert not other.load_cached() and not other.state.loaded
 
 
 async def test_shrink_guard_refuses_a_truncated_list_until_confirmed(
