@@ -51,6 +51,7 @@ class ReferenceDmp:
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         chain_ok: Callable[[x509.Certificate], bool] | None = None,
         validator: Validator | None = None,
+        max_request_bytes: int = MAX_REQUEST_BYTES,
     ) -> None:
         """`validator` (pki.validation) adds revocation checks of the TLS client certificate and accepts a
         VIHF signed by a distinct seal certificate of the same subject when it validates; `chain_ok`
@@ -59,11 +60,12 @@ class ReferenceDmp:
         self.now = now
         self.validator = validator
         self.chain_ok = chain_ok
+        self.max_request_bytes = max_request_bytes
         self.requests = 0
         self.last_outcome: dict[str, str] = {}
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_REQUEST_BYTES)
+        app = web.Application(client_max_size=self.max_request_bytes)
         app.router.add_post("/repository", self._repository)
         app.router.add_post("/registry", self._registry)
         app.router.add_get("/patients/{ins}/documents", self._list)
@@ -122,6 +124,8 @@ class ReferenceDmp:
                 ),
                 headers={"Content-Type": SOAP_CT.format(reply.action)},
             )
+        except web.HTTPRequestEntityTooLarge:
+            return self._fault(413, "Sender", "soap:Client", "request too large", reply_id, relates)
         except soap.SoapFormatError as exc:
             return self._fault(400, "Sender", "soap:Client", f"malformed message: {exc}", reply_id, relates)
         except UnsafeXmlError as exc:

@@ -389,3 +389,16 @@ async def test_oversized_answer_is_not_buffered(make_connector: ConnectorFactory
         assert isinstance(out, DmpRejected) and "larger" in out.text
     finally:
         await runner.cleanup()
+
+
+async def test_oversized_request_is_a_permanent_refusal(pki_material: Pki, make_connector: ConnectorFactory) -> None:
+    from mssante.dmp.reference import ReferenceDmp
+
+    ctx = server_context(pki_material.server.chain_path, pki_material.server.key_path, pki_material.space.anchors_path)  # type: ignore[arg-type]
+    running = await start_reference_dmp(ReferenceDmp(max_request_bytes=4096), host="127.0.0.1", port=0, ssl_context=ctx)
+    try:
+        c = await make_connector(running.base_url)
+        out = await c.send(make_request(make_cda("18001")))
+        assert isinstance(out, DmpRejected) and out.code == "soap:Client" and "too large" in out.text
+    finally:
+        await running.stop()
