@@ -16,6 +16,7 @@ and ``AC <label> IGC-SANTE PERSONNES`` (PS). The space is single-writer: one pro
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -153,7 +154,7 @@ class TrustSpacePKI:
             files.append((d / "space.json", json.dumps(meta, indent=1).encode(), 0o644))
             atomic_write_many(files)
             for ca in subs:
-                space._index(ca, ca.cert, Profile.SERV, now, is_ca=True)
+                space._index("root", ca.cert, "CA", now)
         except Exception as exc:
             audit.record("init-ca", "failure", now=now, subject=root_name(label), error=str(exc))
             raise
@@ -235,7 +236,7 @@ class TrustSpacePKI:
                 key_path = out / f"{slug}.key"
                 files.append((key_path, private_key_pem(key), 0o600))
             atomic_write_many(files)
-            self._index(ca, cert, profile, now)
+            self._index(ca.name, cert, profile.value, now)
         except Exception as exc:
             self.audit.record(action, "failure", now=now, subject=basename, ca=ca.name, error=str(exc))
             raise
@@ -243,15 +244,15 @@ class TrustSpacePKI:
                           serial=cert.serial_number, ca=ca.name, not_after=cert.not_valid_after_utc.isoformat())
         return Issued(cert_path, key_path, chain_path, cert.serial_number, cert.subject.rfc4514_string(), cert)
 
-    def _index(self, ca: CertificateAuthority, cert: x509.Certificate, profile: Profile, now: datetime,
-               *, is_ca: bool = False) -> None:
-        issuer = "root" if is_ca else ca.name
-        line = json.dumps({"serial": hex(cert.serial_number), "ca": issuer,
-                           "profile": "CA" if is_ca else profile.value,
+    def _index(self, issuer: str, cert: x509.Certificate, profile: str, now: datetime) -> None:
+        """Append to issued.jsonl: which CA issued which serial (revoke() looks serials up here)."""
+        line = json.dumps({"serial": hex(cert.serial_number), "ca": issuer, "profile": profile,
                            "subject": cert.subject.rfc4514_string(),
                            "not_after": cert.not_valid_after_utc.isoformat(), "issued": now.isoformat()})
         with self.issued_index_path.open("a", encoding="utf-8") as fh:
             fh.write(line + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
 
     def issued(self) -> list[dict[str, str]]:
         """Every certificate issued by this space (CA certificates included), oldest first."""
