@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import json
 import os
 import sys
 from collections.abc import Awaitable, Callable
@@ -19,7 +20,15 @@ from cryptography import x509
 
 from mssante.trust.listeblanche import ListeBlanche, ListeBlancheError, parse_liste_blanche
 from mssante.trust.policy import TrustPolicy
-from mssante.trust.refresh import RefreshConfig, RefreshError, Refresher, confirm_shrink
+from mssante.trust.refresh import (
+    META_NAME,
+    PENDING_META,
+    PENDING_NAME,
+    RefreshConfig,
+    RefreshError,
+    Refresher,
+    confirm_shrink,
+)
 from mssante.trust.state import TrustState
 
 Handler = Callable[[argparse.Namespace], int]
@@ -110,6 +119,25 @@ def cmd_confirm_shrink(args: argparse.Namespace) -> int:
     except ValueError as exc:
         return _err(str(exc))
     print(f"confirmed: the list {args.sha256.lower()} will be installed on the next refresh ({path})")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """What the refresher installed last, and any list waiting for a shrink confirmation."""
+    d = _state_dir(args)
+    shown = False
+    for label, name in (("installed", META_NAME), ("refused by the shrink guard", PENDING_META)):
+        try:
+            meta = json.loads((d / name).read_text())
+        except (OSError, ValueError):
+            continue
+        shown = True
+        print(f"{label}: " + ", ".join(f"{k}={v}" for k, v in sorted(meta.items()) if k != "etag"))
+        if name == PENDING_META:
+            print(f"  inspect: mssante trust show-list {d / PENDING_NAME}")
+            print(f"  accept:  mssante trust confirm-shrink {meta.get('sha256')}")
+    if not shown:
+        return _err(f"no refresher state in {d}")
     return 0
 
 
@@ -327,6 +355,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("sha256")
     p.add_argument("--state-dir", help="refresher state directory (default DATA_DIR/trust)")
     p.set_defaults(func=cmd_confirm_shrink)
+
+    p = sub.add_parser("status", help="the installed list and any list refused by the shrink guard")
+    p.add_argument("--state-dir", help="refresher state directory (default DATA_DIR/trust)")
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("join", help="ask a trust authority to join: key + CSR + join request")
     p.add_argument("--domain", required=True)

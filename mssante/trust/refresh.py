@@ -46,6 +46,8 @@ log = logging.getLogger("mssante.trust.refresh")
 CACHE_NAME = "liste-blanche.xml"
 META_NAME = "liste-blanche.json"
 CONFIRM_DIR = "confirm-shrink"
+PENDING_NAME = "pending-liste-blanche.xml"  # a list refused by the shrink guard, kept for inspection
+PENDING_META = "pending-liste-blanche.json"
 
 
 class RefreshOutcome(StrEnum):
@@ -261,6 +263,24 @@ class Refresher:
         }
         _atomic_write(d / META_NAME, json.dumps(meta).encode())
 
+    def _save_pending(self, data: bytes, liste: ListeBlanche, ratio: float) -> None:
+        """Keep the refused list where the operator can inspect it (`trust show-list`) before confirming."""
+        d = self.config.state_dir
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            _atomic_write(d / PENDING_NAME, data)
+            meta = {
+                "sha256": liste.sha256,
+                "source": self.config.source,
+                "domains": len(liste.by_domain),
+                "current_domains": len(self.state.liste.by_domain),
+                "lost_ratio": round(ratio, 4),
+                "refused_at": self._now().isoformat(),
+            }
+            _atomic_write(d / PENDING_META, json.dumps(meta).encode())
+        except OSError as exc:
+            log.warning("refused trust list not kept for inspection: %s", type(exc).__name__)
+
     # -- one refresh -------------------------------------------------------------------------------
     async def refresh_once(self) -> RefreshOutcome:
         async with self._lock:  # the loop and an operator-triggered refresh never overlap
@@ -279,11 +299,18 @@ class Refresher:
                 self.last_success = now
                 return RefreshOutcome.NOT_MODIFIED
             data, etag, last_modified = fetched
-            if hashlib.sha256(data).hexdigest() == self.state.liste.sha256:
+            sha = hashlib.sha256(data).hexdigest()
+            if sha == self.state.liste.sha256:  # same bytes (a file source, or a server without validators)
                 self.etag, self.last_modified = etag, last_modified
                 self.not_modified += 1
                 self.last_success = now
                 return RefreshOutcome.NOT_MODIFIED
+            if (
+                sha == self.pending_shrink_sha256
+                and not confirmation_path(self.config.state_dir, sha).exists()
+            ):
+                self.refused_shrink += 1  # the same refused list again: still waiting for the operator
+                return RefreshOutcome.REFUSED_SHRINK
             await self._check_integrity(data)
             try:
                 # ~100 ms of CPU for the real list: keep the event loop (SMTP sessions) responsive
@@ -301,6 +328,7 @@ class Refresher:
         ):
             self.refused_shrink += 1
             self.pending_shrink_sha256 = liste.sha256
+            self._save_pending(data, liste, ratio)
             log.warning(
                 "trust list refused by shrink guard: source=%s sha256=%s lost=%.1f%% of %d domains "
                 "(confirm with: mssante trust confirm-shrink %s)",
@@ -319,6 +347,8 @@ class Refresher:
         self.last_error = None
         try:
             self._save(data, liste)
+            for name in (PENDING_NAME, PENDING_META):
+                (self.config.state_dir / name).unlink(missing_ok=True)
         except OSError as exc:
             log.warning("trust list cache not written: %s", type(exc).__name__)
         log.info(

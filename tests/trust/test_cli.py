@@ -18,7 +18,9 @@ from mssante.store.db import make_engine
 from mssante.trust import cli
 from mssante.trust.authority import TrustAuthority
 from mssante.trust.listeblanche import build_liste_blanche_xml
+from mssante.trust.refresh import RefreshConfig, Refresher, RefreshOutcome
 from mssante.trust.routes import add_routes
+from mssante.trust.state import TrustState
 from pki.space import TrustSpacePKI
 from pki.tls import server_context
 
@@ -51,6 +53,23 @@ def test_show_list_refusals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert run(tmp_path, "", "show-list", str(tmp_path / "missing.xml")) == 1
     assert run(tmp_path, "", "show-list", "https://127.0.0.1:9/liste.xml") == 1
     assert "UNREACHABLE" in capsys.readouterr().err
+
+
+async def test_status_shows_a_list_waiting_for_confirmation(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "lb.xml"
+    dn = "CN=mx.op.fr,OU=1,O=OP,ST=Paris (75),C=FR"
+    src.write_bytes(build_liste_blanche_xml([(f"d{i}.mssante.fr", dn, "") for i in range(10)], NOW))
+    r = Refresher(TrustState(), RefreshConfig(str(src), tmp_path / "trust"))
+    assert await r.refresh_once() is RefreshOutcome.INSTALLED
+    src.write_bytes(build_liste_blanche_xml([(f"d{i}.mssante.fr", dn, "") for i in range(5)], NOW))
+    assert await r.refresh_once() is RefreshOutcome.REFUSED_SHRINK
+    assert run(tmp_path, "", "status") == 0
+    out = capsys.readouterr().out
+    assert "installed: " in out and "refused by the shrink guard: " in out
+    assert f"confirm-shrink {r.pending_shrink_sha256}" in out
+    assert run(tmp_path / "nowhere", "", "status") == 1
 
 
 def test_confirm_shrink(tmp_path: Path) -> None:

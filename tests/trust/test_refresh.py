@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from mssante.trust.listeblanche import build_liste_blanche_xml, parse_liste_blanche
 from mssante.trust.policy import PeerReason
 from mssante.trust.refresh import (
+    PENDING_NAME,
     RefreshConfig,
     RefreshErrorCode,
     Refresher,
@@ -241,9 +242,13 @@ async def test_shrink_guard_refuses_a_truncated_list_until_confirmed(
     assert len(r.state.liste.domains) == 1000 and r.refused_shrink == 1
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
     assert r.pending_shrink_sha256 == sha
+    # kept for inspection; the same list again is refused without being parsed again
+    assert (tmp_path / "state" / PENDING_NAME).read_bytes() == path.read_bytes()
+    assert await r.refresh_once() is RefreshOutcome.REFUSED_SHRINK and r.refused_shrink == 2
     confirm_shrink(tmp_path / "state", sha)
     assert await r.refresh_once() is RefreshOutcome.INSTALLED
     assert len(r.state.liste.domains) == 600 and r.pending_shrink_sha256 is None
+    assert not (tmp_path / "state" / PENDING_NAME).exists()
     # a loss within the allowed share passes without confirmation
     path.write_bytes(make_list(560))
     assert await r.refresh_once() is RefreshOutcome.INSTALLED
