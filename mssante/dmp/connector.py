@@ -185,8 +185,8 @@ class Iti41Connector:
             raise _Rejected("906", f"CDA header: {exc}") from None
         if header.ins is None:
             raise _Rejected("903", "the CDA recordTarget carries no INS")
-        if header.ins != request.ins:
-            raise _Rejected("904", "the INS of the CDA does not match the request's INS")
+        if header.ins != request.ins or header.ins_oid != request.ins_oid:
+            raise _Rejected("904", "the INS of the CDA (or its OID) does not match the request's INS")
         t = self._tick("cda", t)
         replaces = None
         if request.action is DmpAction.REPLACE:

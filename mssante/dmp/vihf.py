@@ -149,6 +149,7 @@ def build_vihf(
     validity: timedelta = timedelta(minutes=5),
     secret_connection: bool = False,
     assertion_id: str | None = None,
+    inclusive_ns_prefixes: list[str] | None = None,
 ) -> etree._Element:
     """Build and sign the assertion (enveloped signature right after Issuer, as SAML requires)."""
     aid = assertion_id or f"_{uuid.uuid4()}"
@@ -193,7 +194,9 @@ def build_vihf(
         digest_algorithm=DigestAlgorithm.SHA256,
         c14n_algorithm=CanonicalizationMethod.EXCLUSIVE_XML_CANONICALIZATION_1_0,
     )
-    signed: etree._Element = signer.sign(a, key=key, cert=[cert], reference_uri=aid, id_attribute="ID")
+    signed: etree._Element = signer.sign(
+        a, key=key, cert=[cert], reference_uri=aid, id_attribute="ID", inclusive_ns_prefixes=inclusive_ns_prefixes
+    )
     return signed
 
 
@@ -242,6 +245,8 @@ def verify_vihf(
         result = XMLVerifier().verify(assertion, x509_cert=cert, id_attribute="ID", expect_config=config)
     except (InvalidSignature, InvalidInput) as exc:
         raise VihfError("signature", f"XML signature does not verify ({type(exc).__name__})") from None
+    except Exception as exc:  # schema-invalid signature, unsupported transform...: fail closed, typed
+        raise VihfError("signature", f"XML signature cannot be processed ({type(exc).__name__})") from None
     signed = result.signed_xml  # type: ignore[union-attr]
     if signed is None or signed.tag != _q(NS_SAML, "Assertion") or signed.get("ID") != assertion.get("ID"):
         raise VihfError("signature", "the signature does not cover the Assertion itself")

@@ -85,3 +85,37 @@ def test_xml_parser(data: bytes) -> None:
         etree.tostring(root)
     except UnsafeXmlError:
         pass
+
+
+def _signed_vihf() -> tuple[bytes, object]:
+    from datetime import timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    from mssante.dmp.vihf import VihfSubject, build_vihf
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "FR"), x509.NameAttribute(NameOID.COMMON_NAME, "PFI")])
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(NOW - timedelta(days=1)).not_valid_after(NOW + timedelta(days=1))
+            .sign(key, hashes.SHA256()))
+    a = build_vihf(VihfSubject("801234534765", "X", "11204598", "SA25^1.2.250.1.71.4.2.4"),
+                   patient_resource_id="279035121518989^^^&1.2.250.1.213.1.4.10&ISO^NH", cert=cert, key=key, now=NOW)
+    return etree.tostring(a), cert
+
+
+VIHF_BYTES, VIHF_CERT = _signed_vihf()
+
+
+@FUZZ
+@given(_mutations(VIHF_BYTES))
+def test_mutated_vihf_is_refused_with_a_typed_error(data: bytes) -> None:
+    from mssante.dmp.vihf import VihfError, verify_vihf
+
+    try:
+        verify_vihf(parse_xml(data), tls_client_cert=VIHF_CERT, now=NOW)  # type: ignore[arg-type]
+    except (UnsafeXmlError, VihfError):
+        pass

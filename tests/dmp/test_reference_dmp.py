@@ -128,6 +128,8 @@ async def test_local_refusals(dmp: RunningDmp, make_connector: ConnectorFactory)
     assert isinstance(bad_key, DmpRejected) and bad_key.code == "905"
     other = await c.send(make_request(make_cda("6002", ins=OTHER_INS)))
     assert isinstance(other, DmpRejected) and other.code == "904"
+    other_oid = await c.send(make_request(make_cda("6005"), ins_oid="1.2.250.1.213.1.4.8"))
+    assert isinstance(other_oid, DmpRejected) and other_oid.code == "904"
     no_ins = await c.send(make_request(make_cda("6003").replace(b'root="1.2.250.1.213.1.4.10"', b'root="1.2.3"')))
     assert isinstance(no_ins, DmpRejected) and no_ins.code == "903"
     not_cda = await c.send(make_request(b"<html/>"))

@@ -166,3 +166,15 @@ def test_secret_connection_adds_confidentiality_attribute(ec_material: tuple[ec.
     a = _wire(build_vihf(SUBJECT, patient_resource_id=PATIENT, cert=cert, key=key, now=NOW, secret_connection=True))
     claims = verify_vihf(a, tls_client_cert=cert, now=NOW)
     assert claims.attributes["urn:oasis:names:tc:xspa:1.0:resource:patient:hl7:confidentiality-code"] == ["CONNEXION_SECRETE"]
+
+
+def test_inclusive_namespaces_transform_is_a_typed_refusal(ec_material: tuple[ec.EllipticCurvePrivateKey, x509.Certificate]) -> None:
+    """The ANS example signs with an InclusiveNamespaces PrefixList. signxml's schema check refuses that
+    transform element; the reference DMP must answer with a typed refusal, never crash (docs/dmp.md)."""
+    key, cert = ec_material
+    a = _wire(build_vihf(SUBJECT, patient_resource_id=PATIENT, cert=cert, key=key, now=NOW,
+                         inclusive_ns_prefixes=["ds", "saml2", "xsi"]))
+    assert a.xpath("//*[local-name()='InclusiveNamespaces']/@PrefixList") == ["ds saml2 xsi"]
+    with pytest.raises(VihfError) as exc:
+        verify_vihf(a, tls_client_cert=cert, now=NOW)
+    assert exc.value.reason == "signature"
