@@ -62,15 +62,17 @@ def main() -> int:
               f"({len(big) / 1e6:.1f} MB DER)")
 
         # CRL load: parse + serial set + one signature verification.
-        loads = []
+        loads: list[float] = []
+        cpu_loads: list[float] = []
         for _ in range(3):
             store = CrlStore([space.root.cert, ca.cert])
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             entry = store.load(big, source="big.crl")
             loads.append(time.perf_counter() - t0)
+            cpu_loads.append(time.process_time() - c0)
         store.load(space.crl_paths[0].read_bytes(), source="root.crl")
         print(f"CRL load ({crl_size:,} serials, verify signature once): best {min(loads):.3f} s, "
-              f"median {statistics.median(loads):.3f} s")
+              f"median {statistics.median(loads):.3f} s (CPU best {min(cpu_loads):.3f} s)")
 
         # Lookup cost: set membership, then the store lookup done per validation.
         probes = [base + (i * 7919) % crl_size for i in range(100_000)] + list(range(1, 100_001))
@@ -93,13 +95,15 @@ def main() -> int:
         for label, extra, v in (("peer-sent intermediate", sent, validator),
                                 ("configured intermediates", (), Validator(anchors, [ca.cert], store))):
             v.validate(leaf, Role.TLS_CLIENT, now, extra)  # warm the CA caches
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             for _ in range(n):
                 decision = v.validate(leaf, Role.TLS_CLIENT, now, extra)
-            dt = time.perf_counter() - t0
+            dt, cpu = time.perf_counter() - t0, time.process_time() - c0
             assert decision.ok, decision
+            # CPU time is what one core delivers when the machine is shared; wall time is also shown.
             print(f"validations ({label}, {args.key_kind} leaf, CRL of {crl_size:,}): "
-                  f"{n / dt:,.0f}/s on one core ({dt / n * 1e6:.0f} µs each)")
+                  f"{n / cpu:,.0f}/s per core-second of CPU ({cpu / n * 1e6:.0f} µs each); "
+                  f"wall clock {n / dt:,.0f}/s")
         # A revoked leaf is answered as fast (the revoked serial is found in the set).
         ca.revoked[leaf.serial_number] = RevokedEntry(leaf.serial_number, x509.ReasonFlags.key_compromise, now)
         store.load(ca.build_crl(now + timedelta(seconds=1), timedelta(days=1)).public_bytes(serialization.Encoding.DER))
