@@ -187,3 +187,18 @@ def test_verify_bad_inputs(cli: Cli, tmp_path: Path) -> None:
     assert rc == 1 and err.startswith("UNTRUSTED_ROOT: ")
     # Missing file.
     assert "cannot read" in cli.fail("verify", str(tmp_path / "absent.pem"))
+
+
+def test_init_ca_errors(cli: Cli) -> None:
+    assert "already exists" in cli.fail("init-ca", *cli.pw)
+    target = cli.tmp / "fresh"
+    assert "label" in cli.fail("init-ca", *cli.pw, "--dir", str(target), "--label", "bad/label")
+    assert not target.exists()
+    empty = cli.tmp / "empty.txt"
+    empty.write_text("\n")
+    assert "empty" in cli.fail("init-ca", "--passphrase-file", str(empty), "--dir", str(target))
+    assert not target.exists()
+    rc, out, _ = cli.run("init-ca", *cli.pw, "--dir", str(target), "--label", "QUALIF", "--key-kind", "rsa2048")
+    assert rc == 0 and (target / "space.json").is_file()
+    rc, out, _ = cli.run("show", "--dir", str(target))
+    assert "AC RACINE QUALIF IGC-SANTE" in out and "key: RSA 2048" in out
