@@ -141,6 +141,10 @@ class Iti41Connector:
                 outcome = DmpRejected(exc.code, exc.text)
             except _Temporary as exc:
                 outcome = DmpTemporaryFailure(str(exc))
+            except Exception:  # ARCHITECTURE.md "Errors": an unexpected failure is temporary, with a correlation id
+                incident = f"dmp-{self.new_uuid().hex[:12]}"
+                log.exception("unexpected failure in the DMP connector (%s)", incident)
+                outcome = DmpTemporaryFailure(f"internal error, correlation id {incident}")
             if isinstance(outcome, DmpAccepted):
                 doc_id = outcome.document_unique_id
             await self._audit(request, outcome, doc_id)

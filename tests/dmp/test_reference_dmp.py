@@ -404,3 +404,14 @@ async def test_oversized_request_is_a_permanent_refusal(pki_material: Pki, make_
         assert isinstance(out, DmpRejected) and out.code == "soap:Client" and "too large" in out.text
     finally:
         await running.stop()
+
+
+async def test_an_unexpected_failure_is_temporary_with_a_correlation_id(dmp: RunningDmp, make_connector: ConnectorFactory) -> None:
+    c = await make_connector(dmp.base_url)
+
+    def broken_clock() -> datetime:
+        raise RuntimeError("clock source unavailable")
+
+    c.now = broken_clock
+    out = await c.send(make_request(make_cda("19001")))
+    assert isinstance(out, DmpTemporaryFailure) and "correlation id dmp-" in out.reason
