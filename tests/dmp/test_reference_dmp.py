@@ -415,3 +415,16 @@ async def test_an_unexpected_failure_is_temporary_with_a_correlation_id(dmp: Run
     c.now = broken_clock
     out = await c.send(make_request(make_cda("19001")))
     assert isinstance(out, DmpTemporaryFailure) and "correlation id dmp-" in out.reason
+
+
+async def test_no_document_content_in_logs(dmp: RunningDmp, make_connector: ConnectorFactory, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    caplog.set_level(logging.DEBUG, logger="mssante.dmp")
+    c = await make_connector(dmp.base_url)
+    await c.send(make_request(make_cda("20001")))
+    await c.send(make_request(make_cda("20002", ins=OTHER_INS)))  # a refusal path too
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "dmp.submit" in text or "DMP submit" in text
+    for secret in ("PAT-TROIS", "DOMINIQUE", "Compte rendu", "JVBER", "CAMPARINI"):
+        assert secret not in text
