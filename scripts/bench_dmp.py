@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests" / "dmp"))
 
-from dmp_support import DMP_HOST, build_pki, connector_config, make_cda, make_request  # noqa: E402
+from dmp_support import DMP_HOST, build_pki, connector_config, ins_for, make_cda, make_request  # noqa: E402
 from lxml import etree  # noqa: E402
 
 from mssante.dmp import ebrim, soap  # noqa: E402
@@ -71,7 +71,8 @@ async def run_load(connector: Iti41Connector, count: int, concurrency: int, pref
             except asyncio.QueueEmpty:
                 return
             t = time.perf_counter()
-            out = await connector.send(make_request(make_cda(f"{prefix}{i}")))
+            ins = ins_for(i)  # one patient per submission: a VIHF per patient, as in real traffic
+            out = await connector.send(make_request(make_cda(f"{prefix}{i}", ins=ins), ins=ins))
             latencies.append(time.perf_counter() - t)
             if not isinstance(out, DmpAccepted):
                 raise SystemExit(f"submission {i} failed: {out}")

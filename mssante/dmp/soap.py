@@ -93,7 +93,7 @@ def build_envelope(
         sec = etree.SubElement(header, _q(NS_WSSE, "Security"), must, nsmap={"wsse": NS_WSSE})
         sec.append(security)
     etree.SubElement(env, _q(NS_SOAP, "Body")).append(body)
-    return etree.tostring(env, xml_declaration=True, encoding="UTF-8")
+    return bytes(etree.tostring(env, xml_declaration=True, encoding="UTF-8"))
 
 
 def fault_envelope(*, code: str, subcode: str, reason: str, message_id: str, relates_to: str = "") -> bytes:
@@ -112,7 +112,7 @@ def fault_envelope(*, code: str, subcode: str, reason: str, message_id: str, rel
     t = etree.SubElement(r, _q(NS_SOAP, "Text"))
     t.set("{http://www.w3.org/XML/1998/namespace}lang", "en")
     t.text = reason
-    return etree.tostring(env, xml_declaration=True, encoding="UTF-8")
+    return bytes(etree.tostring(env, xml_declaration=True, encoding="UTF-8"))
 
 
 def mtom_package(envelope: bytes, attachments: list[Attachment], *, action: str) -> tuple[str, bytes]:

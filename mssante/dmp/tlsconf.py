@@ -25,4 +25,4 @@ def client_context(anchors_path: Path, cert_path: Path | None = None, key_path: 
 
 
 def peer_certificate(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> x509.Certificate | None:
-    return tls.peer_certificate(ssl_object)  # type: ignore[arg-type]
+    return tls.peer_certificate(ssl_object)

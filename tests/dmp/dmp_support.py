@@ -210,3 +210,11 @@ async def raw_post(pki: Pki, base_url: str, path: str, ctype: str, payload: byte
     async with aiohttp.ClientSession() as s:
         async with s.post(f"{base_url}{path}", data=payload, headers={"Content-Type": ctype}, ssl=ctx, server_hostname=DMP_HOST) as r:
             return r.status, soap.parse_soap(r.headers.get("Content-Type", ""), await r.read())
+
+
+def ins_for(i: int) -> str:
+    """A distinct valid INS-NIR per index (for benchmarks: one patient per submission)."""
+    from mssante.dmp.ins import nir_key
+
+    nir = f"1790351{i % 1_000_000:06d}"
+    return nir + f"{nir_key(nir):02d}"
