@@ -58,6 +58,16 @@ async def start_server_process(pki: object, store: Path) -> tuple[asyncio.subpro
     return proc, int(line.split(":")[2].split(" ")[0])
 
 
+def _cpu_of(proc: asyncio.subprocess.Process | None) -> float:
+    """User + system CPU seconds of the reference DMP child process (psutil), 0 when in-process."""
+    if proc is None:
+        return 0.0
+    import psutil
+
+    t = psutil.Process(proc.pid).cpu_times()
+    return float(t.user + t.system)
+
+
 async def run_load(connector: Iti41Connector, count: int, concurrency: int, prefix: str) -> tuple[float, list[float]]:
     latencies: list[float] = []
     queue: asyncio.Queue[int] = asyncio.Queue()
@@ -135,7 +145,11 @@ async def main() -> int:
                 profiler = cProfile.Profile() if args.profile else None
                 if profiler is not None:
                     profiler.enable()
+                server_cpu0 = _cpu_of(proc)
+                client_cpu0 = time.process_time()
                 elapsed, lat = await run_load(connector, args.count, args.concurrency, "run")
+                client_cpu = time.process_time() - client_cpu0
+                server_cpu = _cpu_of(proc) - server_cpu0
                 if profiler is not None:
                     profiler.disable()
                 timings = dict(connector.timings)
@@ -158,6 +172,14 @@ async def main() -> int:
     print(f"  throughput: {args.count / elapsed:8.1f} submissions/s  ({elapsed:.2f} s)")
     print(f"  latency   : p50 {1000 * statistics.median(lat):.1f} ms  p95 {1000 * lat[int(0.95 * (len(lat) - 1))]:.1f} ms  "
           f"max {1000 * lat[-1]:.1f} ms")
+    if args.inprocess:
+        print(f"  CPU time per submission (client + server, one process): {1000 * client_cpu / args.count:.2f} ms "
+              f"-> {args.count / client_cpu:.0f} submissions per CPU-second")
+    else:
+        per_client, per_server = client_cpu / args.count, server_cpu / args.count
+        print(f"  CPU time per submission: client {1000 * per_client:.2f} ms, reference DMP {1000 * per_server:.2f} ms "
+              f"-> capacity with one core each ≈ {1 / max(per_client, per_server):.0f} submissions/s "
+              "(independent of other load on the machine)")
     total = sum(timings.values())
     print("  client time per submission (summed over concurrent tasks):")
     for phase, secs in sorted(timings.items(), key=lambda kv: -kv[1]):
