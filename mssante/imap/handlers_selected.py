@@ -48,9 +48,7 @@ async def cmd_check(s: Session, cmd: Command) -> None:
 async def cmd_close(s: Session, cmd: Command) -> None:
     sel = _sel(s)
     if not sel.readonly:
-        gone = await s.ctx.storage.expunge(sel.folder.id, None)
-        if gone:
-            await s.audit("imap.expunge", folder=sel.folder.name, count=len(gone), uids=response.seqset(gone).decode())
+        await s.ctx.storage.expunge(sel.folder.id, None, events=s.expunge_events(sel.folder.name))
     s.unselect()
     s.ok(cmd.tag, "CLOSE completed")
 
@@ -68,9 +66,7 @@ async def cmd_expunge(s: Session, cmd: Command) -> None:
         s.no(cmd.tag, "mailbox is read-only", "READ-ONLY")
         return
     only = _resolve(s, cmd) if cmd.uid else None
-    gone = await s.ctx.storage.expunge(sel.folder.id, only)
-    if gone:
-        await s.audit("imap.expunge", folder=sel.folder.name, count=len(gone), uids=response.seqset(gone).decode())
+    gone = await s.ctx.storage.expunge(sel.folder.id, only, events=s.expunge_events(sel.folder.name))
     # Our own expunges first, then whatever else changed (also held-back expunges).
     for line in sel.expunge_now(gone, s.qresync):
         s.send(line)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mssante.imap import framing
-from mssante.imap.session import WAKE, ImapSettings, ServerContext, Session
+from mssante.imap.session import WAKE, AuditBatcher, ImapSettings, ServerContext, Session
 from mssante.imap.store import SqlStorage
 
 log = logging.getLogger("mssante.imap.server")
@@ -338,6 +338,8 @@ class ImapListener:
             t.cancel()
         if self.server is not None:
             await self.server.wait_closed()
+        if self.ctx.audit_batch is not None:
+            await self.ctx.audit_batch.close()
         if self.owned_notifier is not None:
             await self.owned_notifier.stop()
 
@@ -380,8 +382,10 @@ async def start_imap(services: Any, *, host: str, port: int, implicit_tls: bool,
             on_read_receipt = q.put_nowait
     if implicit_tls and ssl_context is None:
         raise ValueError("implicit TLS needs an ssl_context")
+    storage = SqlStorage(services.sessions, published=notifier.publish)
     ctx = ServerContext(
-        storage=SqlStorage(services.sessions, published=notifier.publish),
+        storage=storage,
+        audit_batch=AuditBatcher(storage, services.audit) if services.audit is not None else None,
         authenticator=auth,
         notifier=notifier,
         settings=settings or settings_from(services),

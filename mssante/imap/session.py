@@ -69,6 +69,54 @@ class ServerContext:
     on_read_receipt: ReceiptHook | None = None
     metrics: Any = None
     starttls: bool = False  # the listener offers STARTTLS (and LOGINDISABLED before it)
+    audit_batch: AuditBatcher | None = None
+
+
+class AuditBatcher:
+    """Audit events of reads (logins, body fetches, appends) written in batches: one transaction per
+    `delay` seconds instead of one per command. Deletions are not batched: their events commit in
+    the expunge's own transaction (SqlStorage.expunge(events=...)). Never content (Audit refuses it)."""
+
+    def __init__(self, storage: Storage, audit: Any, *, delay: float = 0.2, max_batch: int = 500) -> None:
+        self.storage = storage
+        self.audit = audit
+        self.delay = delay
+        self.max_batch = max_batch
+        self._pending: list[Any] = []
+        self._handle: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def record(self, action: str, actor: str, outcome: str, **fields: Any) -> None:
+        self._pending.append(self.audit.event(action, actor, outcome, **fields))
+        if len(self._pending) >= self.max_batch:
+            self._kick()
+        elif self._handle is None:
+            self._handle = asyncio.get_running_loop().call_later(self.delay, self._kick)
+
+    def _kick(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        t = asyncio.get_running_loop().create_task(self.flush())
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+
+    async def flush(self) -> None:
+        events, self._pending = self._pending, []
+        if not events:
+            return
+        try:
+            await self.storage.add_events(events)
+        except Exception:
+            log.exception("writing %d audit events failed", len(events))
+
+    async def close(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.flush()
 
 
 class Conn(Protocol):
@@ -268,11 +316,28 @@ class Session:
     async def audit(self, action: str, outcome: str = "ok", **fields: Any) -> None:
         if self.ctx.audit is None:
             return
+        actor = self.address or fields.pop("login", "")
+        fields.pop("login", None)
         try:
-            await self.ctx.audit.record(action, self.address or fields.pop("login", ""), outcome,
-                                        remote=self.conn.peer, session=self.correlation, **fields)
+            if self.ctx.audit_batch is not None:
+                self.ctx.audit_batch.record(action, actor, outcome, remote=self.conn.peer, session=self.correlation,
+                                            **fields)
+                return
+            await self.ctx.audit.record(action, actor, outcome, remote=self.conn.peer, session=self.correlation,
+                                        **fields)
         except Exception:  # the audit trail must not take the session down; it is logged loudly
             log.exception("audit record failed for %s", action)
+
+    def expunge_events(self, folder: str) -> Any:
+        """Audit events committed in the expunge's own transaction (SPECS.md §2: trace deletions)."""
+        audit = self.ctx.audit
+        if audit is None:
+            return None
+        from mssante.imap import response as resp
+
+        return lambda uids: [audit.event("imap.expunge", self.address, "ok", folder=folder, count=len(uids),
+                                         uids=resp.seqset(uids).decode()[:2000], remote=self.conn.peer,
+                                         session=self.correlation)]
 
     async def read_receipts(self, folder: str, first_seen: list[tuple[int, str | None, str]]) -> None:
         for uid, mid, to in first_seen:

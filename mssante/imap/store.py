@@ -8,9 +8,11 @@ PostgreSQL, NOTIFYs 'mssante_folder' with the folder id so other processes' sess
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -123,7 +125,8 @@ class Storage(Protocol):
     async def copy(self, folder_id: int, uids: Sequence[int], dest_id: int, *, move: bool
                    ) -> list[tuple[int, int]]: ...
     async def append(self, folder_id: int, raw: bytes, flags: Sequence[str], internaldate: dt.datetime) -> int: ...
-    async def expunge(self, folder_id: int, uids: Sequence[int] | None) -> list[int]: ...
+    async def expunge(self, folder_id: int, uids: Sequence[int] | None, events: Any = None) -> list[int]: ...
+    async def add_events(self, events: Sequence[Any]) -> None: ...
     async def create(self, mailbox_id: int, name: str, special_use: str | None = None) -> FolderInfo: ...
     async def delete(self, mailbox_id: int, name: str) -> None: ...
     async def rename(self, mailbox_id: int, old: str, new: str) -> None: ...
@@ -140,6 +143,26 @@ class SqlStorage:
         self._sessions = sessions
         self._published = published
         self._new_uidvalidity = new_uidvalidity
+        bind = sessions.kw.get("bind")
+        # SQLite has one writer at a time and its busy handler sleeps (1, 2, 5, 10... ms) while it
+        # waits: writers of this process queue on an asyncio lock instead, without sleeping.
+        self._lock_writes = bind is None or bind.dialect.name == "sqlite"
+        self._wlock = asyncio.Lock()
+
+    @contextlib.asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncSession]:
+        if self._lock_writes:
+            async with self._wlock, self._sessions() as s, s.begin():
+                yield s
+        else:
+            async with self._sessions() as s, s.begin():
+                yield s
+
+    async def add_events(self, events: Sequence[Any]) -> None:
+        """Audit events (mssante.observability.audit.Audit.event) written in one transaction."""
+        if events:
+            async with self._write() as s:
+                s.add_all(list(events))
 
     async def _notify(self, s: AsyncSession, folder_ids: Iterable[int]) -> None:
         if s.bind is not None and s.bind.dialect.name == "postgresql":
@@ -232,7 +255,7 @@ class SqlStorage:
                           unchangedsince: int | None) -> StoreResult:
         want = set(norm_flags(flags))
         res = StoreResult([], [], [])
-        async with self._sessions() as s, s.begin():
+        async with self._write() as s:
             await self._lock(s, folder_id)
             modseq = 0
             newly_seen: list[int] = []
@@ -281,7 +304,7 @@ class SqlStorage:
 
     async def copy(self, folder_id: int, uids: Sequence[int], dest_id: int, *, move: bool) -> list[tuple[int, int]]:
         pairs: list[tuple[int, int]] = []
-        async with self._sessions() as s, s.begin():
+        async with self._write() as s:
             await self._lock(s, dest_id)
             if move:
                 await self._lock(s, folder_id)
@@ -314,7 +337,7 @@ class SqlStorage:
         mid = env[9]
         # Stored in UTC: SQLite keeps no offset, so the instant is what must survive.
         internaldate = internaldate.astimezone(dt.timezone.utc)
-        async with self._sessions() as s, s.begin():
+        async with self._write() as s:
             await self._lock(s, folder_id)
             blob_id = await store_blob(s, raw)
             uid, modseq = await allocate_uid(s, folder_id)
@@ -326,8 +349,9 @@ class SqlStorage:
         self._published_after_commit([folder_id])
         return uid
 
-    async def expunge(self, folder_id: int, uids: Sequence[int] | None) -> list[int]:
-        async with self._sessions() as s, s.begin():
+    async def expunge(self, folder_id: int, uids: Sequence[int] | None, events: Any = None) -> list[int]:
+        """Remove \\Deleted messages; `events(uids)` returns audit events committed with the removal."""
+        async with self._write() as s:
             await self._lock(s, folder_id)
             q = select(Message.id, Message.uid, Message.flags).where(Message.folder_id == folder_id,
                                                                       Message.flags.like("%\\Deleted%"))
@@ -341,13 +365,15 @@ class SqlStorage:
             for chunk in _chunks([i for i, _u in gone], 500):
                 await s.execute(delete(Message).where(Message.id.in_(chunk)))
             await s.execute(insert(Expunged), [{"folder_id": folder_id, "uid": u, "modseq": modseq} for _i, u in gone])
+            if events is not None:
+                s.add_all(list(events(sorted(u for _i, u in gone))))
             await self._notify(s, [folder_id])
         self._published_after_commit([folder_id])
         return sorted(u for _i, u in gone)
 
     async def create(self, mailbox_id: int, name: str, special_use: str | None = None) -> FolderInfo:
         check_name(name)
-        async with self._sessions() as s, s.begin():
+        async with self._write() as s:
             await s.execute(update(Folder).where(Folder.mailbox_id == mailbox_id, Folder.name == "INBOX")
                             .values(uidnext=Folder.uidnext))
             existing = set((await s.scalars(select(Folder.name).where(Folder.mailbox_id == mailbox_id))).all())
@@ -374,7 +400,7 @@ class SqlStorage:
     async def delete(self, mailbox_id: int, name: str) -> None:
         if name == "INBOX":
             raise StoreError("INBOX cannot be deleted", "CANNOT")  # RFC 3501 §6.3.4
-        async with self._sessions() as s, s.begin():
+        async with self._write() as s:
             await s.execute(update(Folder).where(Folder.mailbox_id == mailbox_id, Folder.name == "INBOX")
                             .values(uidnext=Folder.uidnext))
             f = await s.scalar(select(Folder).where(Folder.mailbox_id == mailbox_id, Folder.name == name))
@@ -400,7 +426,7 @@ class SqlStorage:
             dest = await self.create(mailbox_id, new)
             await self.copy(src.id, [m.uid for m in await self.messages(src.id)], dest.id, move=True)
             return
-        async with self._sessions() as s, s.begin():
+        async with self._write() as s:
             await s.execute(update(Folder).where(Folder.mailbox_id == mailbox_id, Folder.name == "INBOX")
                             .values(uidnext=Folder.uidnext))
             names = {n: i for i, n in (await s.execute(select(Folder.id, Folder.name)
@@ -425,7 +451,7 @@ class SqlStorage:
                     names[n] = -1
 
     async def subscribe(self, mailbox_id: int, name: str, subscribed: bool) -> None:
-        async with self._sessions() as s, s.begin():
+        async with self._write() as s:
             r = await s.execute(update(Folder).where(Folder.mailbox_id == mailbox_id, Folder.name == name)
                                 .values(subscribed=subscribed))
             if not r.rowcount:  # type: ignore[attr-defined]

@@ -25,7 +25,7 @@ from mssante.config import Config
 from mssante.imap import framing
 from mssante.imap.mime import summarize
 from mssante.imap.server import ImapListener, start_imap
-from mssante.imap.session import WAKE, ImapSettings, ServerContext, Session
+from mssante.imap.session import WAKE, AuditBatcher, ImapSettings, ServerContext, Session
 from mssante.imap.store import SqlStorage
 from mssante.observability.audit import Audit
 from mssante.observability.metrics import Metrics
@@ -112,8 +112,10 @@ def context(env: Env, **kw: Any) -> ServerContext:
     from mssante.auth.service import Authenticator
 
     sv = env.services
+    storage = SqlStorage(sv.sessions, published=sv.notifier.publish)
     return ServerContext(
-        storage=SqlStorage(sv.sessions, published=sv.notifier.publish),
+        storage=storage,
+        audit_batch=AuditBatcher(storage, sv.audit),
         authenticator=Authenticator(sv.sessions),
         notifier=sv.notifier,
         settings=kw.pop("settings", fast_settings()),
@@ -264,6 +266,12 @@ class Client:
         self.conn.close()
         if self.task is not None:
             await asyncio.wait_for(self.task, 10)
+        if self.ctx.audit_batch is not None:
+            await self.ctx.audit_batch.close()
+
+    async def flush_audit(self) -> None:
+        assert self.ctx.audit_batch is not None
+        await self.ctx.audit_batch.close()
 
 
 @pytest.fixture

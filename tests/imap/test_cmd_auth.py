@@ -54,6 +54,7 @@ async def test_failures_audited_and_rate_limited(env: Env, client: Client) -> No
     # The limiter now refuses even the right password (temporary refusal).
     r = await client.cmd(f'g LOGIN {ADDRESS} "{PASSWORD}"')
     assert "g NO" in r
+    await client.flush_audit()
     async with env.services.sessions() as s:
         rows = (await s.scalars(select(AuditEvent).where(AuditEvent.action == "imap.login"))).all()
     assert sum(1 for e in rows if e.outcome == "failure") >= 6

@@ -65,6 +65,7 @@ async def test_body_fetch_audited(env: Env, logged: Client) -> None:
     await env.deliver(message("secret"))
     await logged.cmd("s SELECT INBOX")
     await logged.cmd("a FETCH 1 BODY[]")
+    await logged.flush_audit()
     async with env.services.sessions() as s:
         ev = (await s.scalars(select(AuditEvent).where(AuditEvent.action == "imap.fetch_body"))).all()
     assert len(ev) == 1 and ev[0].details["count"] == 1 and "secret" not in str(ev[0].details)
