@@ -34,6 +34,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mssante.store.models import AuditEvent
+from mssante.trust.dn import DnSyntaxError, parse_dn
 from mssante.trust.listeblanche import (
     Entry,
     ListeBlanche,
@@ -350,17 +351,27 @@ class TrustAuthority:
             r.chain_pem = issued.chain_path.read_text()
             r.serial = format(issued.serial, "x")
             r.subject_dn = issued.subject_dn
-            s.add(
-                TrustListEntry(
-                    domain=r.domain,
-                    dn=issued.subject_dn,
-                    description=r.org,
-                    responsable_contact=r.contact,
-                    support_contact=r.contact,
-                    updated_at=now,
-                    join_request_id=r.id,
+            existing = (
+                await s.execute(
+                    select(TrustListEntry).where(
+                        TrustListEntry.domain == r.domain, TrustListEntry.dn == issued.subject_dn
+                    )
                 )
-            )
+            ).scalar_one_or_none()
+            if existing is not None:  # a renewal with the same subject: the entry now follows this request
+                existing.join_request_id, existing.updated_at = r.id, now
+            else:
+                s.add(
+                    TrustListEntry(
+                        domain=r.domain,
+                        dn=issued.subject_dn,
+                        description=r.org,
+                        responsable_contact=r.contact,
+                        support_contact=r.contact,
+                        updated_at=now,
+                        join_request_id=r.id,
+                    )
+                )
             self._audit(
                 s,
                 "join.approve",
@@ -424,18 +435,34 @@ class TrustAuthority:
         return view
 
     # -- entries maintained directly ----------------------------------------------------------------
+    @staticmethod
+    async def _listed(s: AsyncSession, domain: str | None = None) -> set[tuple[str, str]]:
+        """(domain, canonical DN key) of the entries already listed (one DN spelling per subject)."""
+        q = select(TrustListEntry.domain, TrustListEntry.dn)
+        if domain is not None:
+            q = q.where(TrustListEntry.domain == domain)
+        keys: dict[str, str] = {}
+        out: set[tuple[str, str]] = set()
+        for d, text in (await s.execute(q)).all():
+            if text not in keys:
+                try:
+                    keys[text] = parse_dn(text).key
+                except DnSyntaxError:
+                    keys[text] = text
+            out.add((d, keys[text]))
+        return out
+
     async def add_entry(self, entry: Entry, now: datetime, *, actor: str) -> bool:
-        """Add one (domain, DN) pair; False when it is already listed."""
+        """Add one (domain, DN) pair; False when that subject is already listed for the domain."""
         domain = normalise_domain(entry.domain)
+        if not is_valid_domain(domain):
+            raise AuthorityError(AuthorityErrorCode.BAD_REQUEST, f"{entry.domain!r} is not a domain name")
+        try:
+            key = parse_dn(entry.dn_text).key
+        except DnSyntaxError as exc:
+            raise AuthorityError(AuthorityErrorCode.BAD_REQUEST, f"DN: {exc}") from None
         async with self.sessions.begin() as s:
-            exists = (
-                await s.execute(
-                    select(TrustListEntry.id).where(
-                        TrustListEntry.domain == domain, TrustListEntry.dn == entry.dn_text
-                    )
-                )
-            ).first()
-            if exists is not None:
+            if (domain, key) in await self._listed(s, domain):
                 return False
             s.add(
                 TrustListEntry(
@@ -451,20 +478,14 @@ class TrustAuthority:
         return True
 
     async def import_list(self, liste: ListeBlanche, now: datetime, *, actor: str) -> int:
-        """Seed the authority from an existing list (valid, indexed entries only; duplicates skipped)."""
-        seen: set[tuple[str, str]] = set()
+        """Seed the authority from an existing list: indexed entries only, one row per (domain, subject)."""
         rows = []
         async with self.sessions.begin() as s:
-            have = {
-                (d, dn) for d, dn in (await s.execute(select(TrustListEntry.domain, TrustListEntry.dn))).all()
-            }
+            seen = await self._listed(s)
             for e in liste.entries:
-                if e.dn is None or e.domain not in liste.by_domain:
+                if e.dn is None or e.domain not in liste.by_domain or (e.domain, e.dn.key) in seen:
                     continue
-                key = (e.domain, e.dn_text)
-                if key in seen or key in have:
-                    continue
-                seen.add(key)
+                seen.add((e.domain, e.dn.key))
                 rows.append(
                     TrustListEntry(
                         domain=e.domain,

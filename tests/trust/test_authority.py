@@ -241,3 +241,36 @@ async def test_reject_and_bad_requests(world: World) -> None:
             server_hostname=HOST,
         ) as resp:
             assert resp.status == 304
+
+
+async def test_import_the_real_list_and_republish_it(world: World, real_data: Path) -> None:
+    from mssante.trust.listeblanche import parse_liste_blanche
+
+    real = parse_liste_blanche((real_data / "listeblanchemssante-2025-03-13.xml").read_bytes())
+    added = await world.authority.import_list(real, NOW, actor="admin")
+    assert added == 6554 - 28 - 1  # duplicates and the invalid <Nom> are skipped
+    published = await world.authority.publish(NOW, actor="admin")
+    again = parse_liste_blanche(published.path.read_bytes())
+    assert again.problems == ()  # well formed, root closed, no duplicates
+    assert {d: v for d, v in again.by_domain.items() if not d.startswith("op")} == {
+        d: v for d, v in real.by_domain.items() if not d.startswith("op")
+    }
+    assert len(again.domains) == 5001 + 30
+
+
+async def test_renewal_with_the_same_subject_keeps_one_entry(world: World) -> None:
+    from mssante.trust.join import prepare_csr
+
+    a = world.authority
+    ids = []
+    for n in range(2):  # the operator renews: new key, same host name and organisation
+        csr = prepare_csr(world.tmp / f"renew{n}", fqdn="mx.renew.fr", domain="renew.mssante.fr")
+        sub = JoinSubmission("renew.mssante.fr", "mx.renew.fr", "RENEW", "42", "75", "it@renew.fr", csr)
+        ticket = await a.submit_join(await a.issue_token(NOW, actor="admin"), sub, NOW)
+        await a.approve(ticket.request_id, NOW, actor="admin")
+        ids.append(ticket.request_id)
+    assert [e.domain for e in await a.entries()].count("renew.mssante.fr") == 1
+    await a.suspend(ids[0], NOW, actor="admin")  # the old certificate goes; the listing follows the new one
+    assert [e.domain for e in await a.entries()].count("renew.mssante.fr") == 1
+    await a.suspend(ids[1], NOW, actor="admin")
+    assert "renew.mssante.fr" not in {e.domain for e in await a.entries()}
