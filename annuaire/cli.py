@@ -138,9 +138,11 @@ def cmd_search(args: argparse.Namespace) -> int:
         engine = make_engine(args.db_url)
         try:
             await create_schema(engine)
-            page = await Directory(engine).search(args.text, name=args.name, profession=args.profession,
-                                                  city=args.city, department=args.department, type=args.type,
-                                                  limit=args.limit, cursor=args.cursor)
+            d = Directory(engine)
+            page = await d.search(args.text, name=args.name, profession=args.profession, city=args.city,
+                                  department=args.department, type=args.type, limit=args.limit,
+                                  cursor=args.cursor)
+            await d.close()
         finally:
             await engine.dispose()
         if args.json:
@@ -167,6 +169,7 @@ def cmd_show(args: argparse.Namespace) -> int:
             d = Directory(engine)
             if "@" in args.ident:
                 info = await d.by_address(args.ident)
+                await d.close()
                 if info is None:
                     print(f"mssante annuaire: error: {args.ident}: unknown address", file=sys.stderr)
                     return 1
@@ -175,6 +178,7 @@ def cmd_show(args: argparse.Namespace) -> int:
                 print(json.dumps(data, ensure_ascii=False, indent=2))
                 return 0
             rec = await d.practitioner(args.ident)
+            await d.close()
             if rec is None:
                 print(f"mssante annuaire: error: {args.ident}: unknown professional", file=sys.stderr)
                 return 1
@@ -243,7 +247,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     async def go() -> int:
         engine = make_engine(args.db_url)
         await create_schema(engine)
-        app = make_app(Directory(engine), prefix=args.prefix, base_url=args.base_url)
+        directory = Directory(engine)
+        app = make_app(directory, prefix=args.prefix, base_url=args.base_url)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, args.host, args.port)
@@ -258,6 +263,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             await stop.wait()
         finally:
             await runner.cleanup()
+            await directory.close()
             await engine.dispose()
         return 0
     return _run(go())

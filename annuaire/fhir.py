@@ -12,6 +12,7 @@ port; ``make_app`` builds the standalone app used by ``mssante annuaire serve``.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 from collections import defaultdict
@@ -21,17 +22,13 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 from multidict import MultiDict, MultiDictProxy
-from sqlalchemy import ColumnElement, and_, false, or_, select
 
 from annuaire import fhir_resources as fr
 from annuaire.formats import norm
-from annuaire.models import Activity, Mailbox, Practitioner, SavoirFaire, Structure
-from annuaire.service import Directory, like_prefix
+from annuaire.reads import Reader, like_contains, like_prefix
+from annuaire.service import Directory
 
 log = logging.getLogger("annuaire.fhir")
-# Core tables: rows are read as named tuples (attribute access), no ORM session needed.
-PT, MT, ST, AT, SFT = (Practitioner.__table__, Mailbox.__table__, Structure.__table__, Activity.__table__,
-                       SavoirFaire.__table__)
 FHIR_JSON = "application/fhir+json"
 DEFAULT_COUNT, MAX_COUNT = 50, 1000
 
@@ -58,42 +55,53 @@ def _json(data: dict[str, Any], status: int = 200, headers: dict[str, str] | Non
                         status=status, content_type=FHIR_JSON, charset="utf-8", headers=headers)
 
 
-def _esc(v: str) -> str:
-    return v.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+PUBLIC_BOX = "m.closed_at IS NULL AND m.liste_rouge = FALSE"  # SPECS.md §5: liste rouge never published
 
 
-def _string_cond(cols: list[Any], raw_cols: list[Any], mod: str, value: str) -> ColumnElement[bool]:
+class Where:
+    """SQL condition fragments with ``?`` parameters (values always bound)."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.params: list[Any] = []
+
+    def add(self, sql: str, *params: Any) -> None:
+        self.parts.append(sql)
+        self.params.extend(params)
+
+    def sql(self) -> str:
+        return " AND ".join(self.parts) if self.parts else "1 = 1"
+
+
+def _string_cond(w: Where, norm_cols: list[str], raw_cols: list[str], mod: str, value: str) -> None:
     """FHIR string search: default starts-with, :contains, :exact; accent/case-insensitive except :exact."""
     if mod == "exact":
-        return or_(*[c == value for c in raw_cols])
-    n = norm(value)
-    pattern = f"%{_esc(n)}%" if mod == "contains" else like_prefix(n)
-    return or_(*[c.like(pattern, escape="\\") for c in cols])
+        w.add("(" + " OR ".join(f"{c} = ?" for c in raw_cols) + ")", *([value] * len(raw_cols)))
+        return
+    pattern = like_contains(norm(value)) if mod == "contains" else like_prefix(norm(value))
+    w.add("(" + " OR ".join(f"{c} LIKE ?" for c in norm_cols) + ")", *([pattern] * len(norm_cols)))
 
 
-def _public_mailbox() -> list[ColumnElement[bool]]:
-    return [Mailbox.closed_at.is_(None), Mailbox.liste_rouge.is_(False)]
-
-
-def _mailbox_cond(name: str, mod: str, value: str) -> ColumnElement[bool]:
+def _mailbox_cond(w: Where, name: str, mod: str, value: str) -> None:
+    """mailbox-mss (:exact, :contains) and mailbox-mss-type, on alias m (SPECS.md §5)."""
     alts = [v.strip() for v in value.split(",") if v.strip()]
     if not alts:
         raise FhirError(400, "invalid", f"empty value for {name}")
     if name == "mailbox-mss-type":
-        bad = [a for a in alts if a.upper() not in ("PER", "ORG", "APP", "CAB")]
-        if bad:
+        if any(a.upper() not in ("PER", "ORG", "APP", "CAB") for a in alts):
             raise FhirError(400, "invalid", "mailbox-mss-type must be PER, ORG, APP or CAB")
-        return Mailbox.type.in_([a.upper() for a in alts])
-    conds = []
-    for a in alts:
-        a = a.lower()
-        if mod == "exact":
-            conds.append(Mailbox.address == a)
-        elif mod == "contains":
-            conds.append(Mailbox.address.like(f"%{_esc(a)}%", escape="\\"))
-        else:
-            conds.append(Mailbox.address.like(like_prefix(a), escape="\\"))
-    return or_(*conds)
+        w.add("m.type IN (" + ", ".join("?" * len(alts)) + ")", *[a.upper() for a in alts])
+        return
+    alts = [a.lower() for a in alts]
+    if mod == "exact":
+        w.add("(" + " OR ".join("m.address = ?" for _ in alts) + ")", *alts)
+    else:
+        like = like_contains if mod == "contains" else like_prefix
+        w.add("(" + " OR ".join("m.address LIKE ?" for _ in alts) + ")", *[like(a) for a in alts])
+
+
+def _in(n: int) -> str:
+    return "(" + ", ".join("?" * n) + ")"
 
 
 class Params:
@@ -128,14 +136,18 @@ class Params:
                 self.items.append((name, mod, value))
             self.passthrough.append((key, value))
 
-    def mailbox_conds(self) -> list[ColumnElement[bool]]:
-        conds = [_mailbox_cond(n, m, v) for n, m, v in self.items if n.startswith("mailbox-mss")]
-        return conds
+    def mailbox_where(self, w: Where) -> bool:
+        found = False
+        for n, m, v in self.items:
+            if n.startswith("mailbox-mss"):
+                _mailbox_cond(w, n, m, v)
+                found = True
+        return found
 
 
 class FhirApi:
     def __init__(self, directory: Directory, *, prefix: str = "/fhir", base_url: str | None = None) -> None:
-        self.engine = directory.engine
+        self.reader: Reader = directory.reader
         self.prefix = prefix.rstrip("/")
         self.base_url = base_url.rstrip("/") if base_url else None
 
@@ -218,125 +230,139 @@ class FhirApi:
         entries = [(f"{base}/{rtype}/{r['id']}", r) for r in resources]
         return _json(fr.bundle(entries, self_url, next_url))
 
-    async def _page(self, stmt: Any, count: int) -> list[Any]:
-        async with self.engine.connect() as conn:
-            return list((await conn.execute(stmt.limit(count + 1))).all())
-
     async def _search_practitioners(self, p: Params) -> tuple[list[str], str | None]:
-        conds: list[ColumnElement[bool]] = []
+        w = Where()
         for name, mod, value in p.items:
             if name == "identifier":
-                conds.append(_pp_identifier(value))
+                _pp_identifier(w, value)
             elif name == "name":
-                conds.append(_string_cond([Practitioner.norm_family, Practitioner.norm_given],
-                                          [Practitioner.family, Practitioner.given], mod, value))
+                _string_cond(w, ["p.norm_family", "p.norm_given"], ["p.family", "p.given"], mod, value)
             elif name == "family":
-                conds.append(_string_cond([Practitioner.norm_family], [Practitioner.family], mod, value))
+                _string_cond(w, ["p.norm_family"], ["p.family"], mod, value)
             elif name == "given":
-                conds.append(_string_cond([Practitioner.norm_given], [Practitioner.given], mod, value))
-        mconds = p.mailbox_conds()
-        if mconds:
-            conds.append(Practitioner.idnps.in_(select(Mailbox.idnps).where(*mconds, *_public_mailbox())))
+                _string_cond(w, ["p.norm_given"], ["p.given"], mod, value)
+        mw = Where()
+        if p.mailbox_where(mw):
+            w.add(f"p.idnps IN (SELECT m.idnps FROM ann_mailbox m WHERE {PUBLIC_BOX} AND {mw.sql()})",  # noqa: S608
+                  *mw.params)
         if p.ids:
-            conds.append(Practitioner.idnps.in_(p.ids))
+            w.add("p.idnps IN " + _in(len(p.ids)), *p.ids)
+        # A family search walks the (norm_family, idnps) index: keyset paging stays O(page) however
+        # many professionals share a prefix. Otherwise the order is the IDNPS.
+        by_family = any(n == "family" and m != "exact" for n, m, _ in p.items)
         if p.cursor:
-            conds.append(Practitioner.idnps > p.cursor)
-        rows = await self._page(select(Practitioner.idnps).where(*conds).order_by(Practitioner.idnps), p.count)
-        keys = [r[0] for r in rows]
-        return keys[:p.count], (keys[p.count - 1] if len(keys) > p.count else None)
+            if by_family:
+                try:
+                    c_fam, c_id = base64.urlsafe_b64decode(p.cursor.encode()).decode().split("\x00")
+                except (ValueError, UnicodeDecodeError):
+                    raise FhirError(400, "invalid", "bad _cursor") from None
+                w.add("(p.norm_family > ? OR (p.norm_family = ? AND p.idnps > ?))", c_fam, c_fam, c_id)
+            else:
+                w.add("p.idnps > ?", p.cursor)
+        order = "p.norm_family, p.idnps" if by_family else "p.idnps"
+        rows = await self.reader.fetch(f"SELECT p.idnps, p.norm_family FROM ann_practitioner p WHERE {w.sql()} "  # noqa: S608
+                                       f"ORDER BY {order} LIMIT ?", [*w.params, p.count + 1])
+        keys = [r["idnps"] for r in rows]
+        nxt = None
+        if len(rows) > p.count:
+            last = rows[p.count - 1]
+            nxt = (base64.urlsafe_b64encode(f"{last['norm_family']}\x00{last['idnps']}".encode()).decode()
+                   if by_family else last["idnps"])
+        return keys[:p.count], nxt
 
     async def _search_organizations(self, p: Params) -> tuple[list[str], str | None]:
-        conds: list[ColumnElement[bool]] = []
+        w = Where()
         for name, mod, value in p.items:
             if name == "identifier":
-                conds.append(_org_identifier(value))
+                _org_identifier(w, value)
             elif name == "name":
-                conds.append(_string_cond([Structure.norm_name], [Structure.name], mod, value))
-        mconds = p.mailbox_conds()
-        if mconds:
-            conds.append(Structure.structure_id.in_(
-                select(Mailbox.structure_id).where(*mconds, *_public_mailbox(), Mailbox.type != "PER")))
+                _string_cond(w, ["s.norm_name"], ["s.name"], mod, value)
+        mw = Where()
+        if p.mailbox_where(mw):
+            w.add(f"s.structure_id IN (SELECT m.structure_id FROM ann_mailbox m WHERE {PUBLIC_BOX} "  # noqa: S608
+                  f"AND m.type <> 'PER' AND {mw.sql()})", *mw.params)
         if p.ids:
-            conds.append(Structure.structure_id.in_(p.ids))
+            w.add("s.structure_id IN " + _in(len(p.ids)), *p.ids)
         if p.cursor:
-            conds.append(Structure.structure_id > p.cursor)
-        rows = await self._page(select(Structure.structure_id).where(*conds).order_by(Structure.structure_id),
-                                p.count)
-        keys = [r[0] for r in rows]
+            w.add("s.structure_id > ?", p.cursor)
+        rows = await self.reader.fetch(f"SELECT s.structure_id FROM ann_structure s WHERE {w.sql()} "  # noqa: S608
+                                       "ORDER BY s.structure_id LIMIT ?", [*w.params, p.count + 1])
+        keys = [r["structure_id"] for r in rows]
         return keys[:p.count], (keys[p.count - 1] if len(keys) > p.count else None)
 
     async def _search_roles(self, p: Params) -> tuple[list[tuple[str, int]], str | None]:
-        conds: list[ColumnElement[bool]] = []
+        w = Where()
         for name, _mod, value in p.items:
             ref = value.rsplit("/", 1)[-1]
             if name == "practitioner":
-                conds.append(Activity.idnps == ref)
+                w.add("a.idnps = ?", ref)
             elif name == "organization":
-                conds.append(Activity.structure_id == ref)
-        mconds = p.mailbox_conds()
-        if mconds:
-            conds.append(Activity.idnps.in_(select(Mailbox.idnps).where(*mconds, *_public_mailbox())))
+                w.add("a.structure_id = ?", ref)
+        mw = Where()
+        if p.mailbox_where(mw):
+            w.add(f"a.idnps IN (SELECT m.idnps FROM ann_mailbox m WHERE {PUBLIC_BOX} AND {mw.sql()})",  # noqa: S608
+                  *mw.params)
         if p.ids:
             keys = [k for k in (fr.parse_role_id(i) for i in p.ids) if k]
-            conds.append(or_(*[and_(Activity.idnps == a, Activity.row_hash == b) for a, b in keys]) if keys
-                         else false())
+            if not keys:
+                return [], None
+            w.add("(" + " OR ".join("(a.idnps = ? AND a.row_hash = ?)" for _ in keys) + ")",
+                  *[x for k in keys for x in k])
         if p.cursor:
             c_id, _, c_h = p.cursor.partition("~")
             try:
                 h = int(c_h)
             except ValueError:
                 raise FhirError(400, "invalid", "bad _cursor") from None
-            conds.append(or_(Activity.idnps > c_id, and_(Activity.idnps == c_id, Activity.row_hash > h)))
-        rows = await self._page(select(Activity.idnps, Activity.row_hash).where(*conds)
-                                .order_by(Activity.idnps, Activity.row_hash), p.count)
-        keys = [(r[0], int(r[1])) for r in rows]
+            w.add("(a.idnps > ? OR (a.idnps = ? AND a.row_hash > ?))", c_id, c_id, h)
+        rows = await self.reader.fetch(f"SELECT a.idnps, a.row_hash FROM ann_activity a WHERE {w.sql()} "  # noqa: S608
+                                       "ORDER BY a.idnps, a.row_hash LIMIT ?", [*w.params, p.count + 1])
+        keys = [(r["idnps"], int(r["row_hash"])) for r in rows]
         nxt = f"{keys[p.count - 1][0]}~{keys[p.count - 1][1]}" if len(keys) > p.count else None
         return keys[:p.count], nxt
 
-    # --- rendering (batched: a few queries per page) -----------------------------------------
+    # --- rendering (batched: a few indexed queries per page) ---------------------------------
     async def _practitioners(self, ids: list[str]) -> list[dict[str, Any]]:
         if not ids:
             return []
-        async with self.engine.connect() as conn:
-            ps = {r.idnps: r for r in (await conn.execute(
-                select(PT).where(PT.c.idnps.in_(ids)))).all()}
-            boxes: dict[str, list[Any]] = defaultdict(list)
-            for m in (await conn.execute(select(MT).where(
-                    Mailbox.idnps.in_(ids), *_public_mailbox()).order_by(Mailbox.type != "PER",
-                                                                         Mailbox.address))).all():
-                boxes[m.idnps].append(m)
-            sfs: dict[str, list[Any]] = defaultdict(list)
-            for s in (await conn.execute(select(SFT).where(SavoirFaire.idnps.in_(ids)))).all():
-                sfs[s.idnps].append(s)
+        q = _in(len(ids))
+        ps = {r.idnps: r for r in await self.reader.fetch(
+            f"SELECT * FROM ann_practitioner WHERE idnps IN {q}", ids)}  # noqa: S608
+        boxes: dict[str, list[Any]] = defaultdict(list)
+        for m in await self.reader.fetch(f"SELECT * FROM ann_mailbox m WHERE m.idnps IN {q} AND {PUBLIC_BOX} "  # noqa: S608
+                                         "ORDER BY CASE WHEN m.type = 'PER' THEN 0 ELSE 1 END, m.address", ids):
+            boxes[m.idnps].append(m)
+        sfs: dict[str, list[Any]] = defaultdict(list)
+        for sf in await self.reader.fetch(f"SELECT * FROM ann_savoir_faire WHERE idnps IN {q}", ids):  # noqa: S608
+            sfs[sf.idnps].append(sf)
         return [fr.practitioner(i, ps.get(i), boxes.get(i, []), sfs.get(i, []))
                 for i in ids if i in ps or i in boxes]
 
     async def _organizations(self, ids: list[str]) -> list[dict[str, Any]]:
         if not ids:
             return []
-        async with self.engine.connect() as conn:
-            ss = {r.structure_id: r for r in (await conn.execute(
-                select(ST).where(Structure.structure_id.in_(ids)))).all()}
-            boxes: dict[str, list[Any]] = defaultdict(list)
-            for m in (await conn.execute(select(MT).where(
-                    Mailbox.structure_id.in_(ids), Mailbox.type != "PER", *_public_mailbox())
-                    .order_by(Mailbox.address))).all():
-                boxes[m.structure_id].append(m)
+        q = _in(len(ids))
+        ss = {r.structure_id: r for r in await self.reader.fetch(
+            f"SELECT * FROM ann_structure WHERE structure_id IN {q}", ids)}  # noqa: S608
+        boxes: dict[str, list[Any]] = defaultdict(list)
+        for m in await self.reader.fetch(f"SELECT * FROM ann_mailbox m WHERE m.structure_id IN {q} "  # noqa: S608
+                                         f"AND m.type <> 'PER' AND {PUBLIC_BOX} ORDER BY m.address", ids):
+            boxes[m.structure_id].append(m)
         return [fr.organization(i, ss.get(i), boxes.get(i, [])) for i in ids if i in ss or i in boxes]
 
     async def _roles(self, keys: list[tuple[str, int]]) -> list[dict[str, Any]]:
         if not keys:
             return []
         idnps = sorted({k[0] for k in keys})
-        async with self.engine.connect() as conn:
-            acts = {(a.idnps, int(a.row_hash)): a for a in (await conn.execute(
-                select(AT).where(Activity.idnps.in_(idnps)))).all()}
-            ps = {r.idnps: r for r in (await conn.execute(
-                select(PT).where(Practitioner.idnps.in_(idnps)))).all()}
-            boxes: dict[tuple[str, str], list[Any]] = defaultdict(list)
-            for m in (await conn.execute(select(MT).where(
-                    Mailbox.idnps.in_(idnps), *_public_mailbox()).order_by(Mailbox.address))).all():
-                boxes[(m.idnps, m.structure_id)].append(m)
+        q = _in(len(idnps))
+        acts = {(a.idnps, int(a.row_hash)): a for a in await self.reader.fetch(
+            f"SELECT * FROM ann_activity WHERE idnps IN {q}", idnps)}  # noqa: S608
+        ps = {r.idnps: r for r in await self.reader.fetch(
+            f"SELECT * FROM ann_practitioner WHERE idnps IN {q}", idnps)}  # noqa: S608
+        boxes: dict[tuple[str, str], list[Any]] = defaultdict(list)
+        for m in await self.reader.fetch(f"SELECT * FROM ann_mailbox m WHERE m.idnps IN {q} AND {PUBLIC_BOX} "  # noqa: S608
+                                         "ORDER BY m.address", idnps):
+            boxes[(m.idnps, m.structure_id)].append(m)
         out = []
         for k in keys:
             a = acts.get(k)
@@ -353,38 +379,41 @@ class FhirApi:
                     for t in PARAMS]}]}
 
 
-def _pp_identifier(value: str) -> ColumnElement[bool]:
+def _system_value(value: str) -> tuple[str, str]:
     system, sep, val = value.partition("|")
     if not sep:
         system, val = "", value
     if not val:
         raise FhirError(400, "invalid", "identifier needs a value (system|value)")
+    return system, val
+
+
+def _pp_identifier(w: Where, value: str) -> None:
+    system, val = _system_value(value)
     if system == fr.SYS_IDNPS:
-        return Practitioner.idnps == val
-    if system == fr.SYS_RPPS:
-        return Practitioner.idnps == "8" + val
-    if system == fr.SYS_ADELI:
-        return Practitioner.idnps == "0" + val
-    if system == "":
-        return Practitioner.idnps.in_([val, "8" + val, "0" + val])
-    return false()
+        w.add("p.idnps = ?", val)
+    elif system == fr.SYS_RPPS:
+        w.add("p.idnps = ?", "8" + val)
+    elif system == fr.SYS_ADELI:
+        w.add("p.idnps = ?", "0" + val)
+    elif system == "":
+        w.add("p.idnps IN (?, ?, ?)", val, "8" + val, "0" + val)
+    else:
+        w.add("1 = 0")  # an identifier system we do not hold matches nothing
 
 
-def _org_identifier(value: str) -> ColumnElement[bool]:
-    system, sep, val = value.partition("|")
-    if not sep:
-        system, val = "", value
-    if not val:
-        raise FhirError(400, "invalid", "identifier needs a value (system|value)")
+def _org_identifier(w: Where, value: str) -> None:
+    system, val = _system_value(value)
     if system == fr.SYS_STRUCTURE:
-        return Structure.structure_id == val
-    if system == fr.SYS_FINESS:
-        return Structure.finess == val
-    if system == fr.SYS_SIRET:
-        return Structure.siret == val
-    if system == "":
-        return or_(Structure.structure_id == val, Structure.finess == val, Structure.siret == val)
-    return false()
+        w.add("s.structure_id = ?", val)
+    elif system == fr.SYS_FINESS:
+        w.add("s.finess = ?", val)
+    elif system == fr.SYS_SIRET:
+        w.add("s.siret = ?", val)
+    elif system == "":
+        w.add("(s.structure_id = ? OR s.finess = ? OR s.siret = ?)", val, val, val)
+    else:
+        w.add("1 = 0")
 
 
 def add_routes(app: web.Application, directory: Directory, *, prefix: str = "/fhir",

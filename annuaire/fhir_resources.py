@@ -43,7 +43,9 @@ SYS_SIRET = "https://sirene.fr"
 PROFILE_BASE = "https://interop.esante.gouv.fr/ig/fhir/annuaire/StructureDefinition/"
 
 
-def instant(ts: datetime | None) -> str:
+def instant(ts: datetime | str | None) -> str:
+    if isinstance(ts, str):  # raw sqlite3 rows carry the stored text
+        ts = datetime.fromisoformat(ts)
     ts = ts or datetime.now(UTC)
     if ts.tzinfo is None:
         ts = ts.replace(tzinfo=UTC)

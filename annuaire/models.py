@@ -43,11 +43,14 @@ class Practitioner(AnnuaireBase):
     profession_label: Mapped[str] = mapped_column(S(120), default="")
     category_code: Mapped[str] = mapped_column(S(8), default="")
     category_label: Mapped[str] = mapped_column(S(120), default="")
-    norm_family: Mapped[str] = mapped_column(S(120), default="", index=True)
+    norm_family: Mapped[str] = mapped_column(S(120), default="")
     norm_given: Mapped[str] = mapped_column(S(120), default="", index=True)
     row_hash: Mapped[int] = mapped_column(BigInteger)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    # family searches page through this index in order (annuaire/fhir.py keyset paging)
+    __table_args__ = (Index("ix_ann_practitioner_family_idnps", "norm_family", "idnps"),)
 
 
 class Structure(AnnuaireBase):

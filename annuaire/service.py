@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from annuaire.formats import canonical_address, idnps_of, norm
 from annuaire.models import Activity, Mailbox, Practitioner, SavoirFaire, Structure
+from annuaire.reads import Reader, reader_for
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -93,14 +94,17 @@ class SearchPage:
     next_cursor: str | None
 
 
-_INFO_COLS = (Mailbox.address, Mailbox.type, Mailbox.closed_at, Mailbox.idnps, Mailbox.structure_id,
-              Mailbox.civility, Mailbox.given, Mailbox.family, Mailbox.org_name, Mailbox.service,
-              Mailbox.liste_rouge, Mailbox.own, Mailbox.published)
+_INFO_SQL = ("SELECT address, type, closed_at, idnps, structure_id, civility, given, family, org_name, "
+             "service, liste_rouge, own, published FROM ann_mailbox WHERE ")
+SQL_BY_ADDRESS = _INFO_SQL + "address = ?"
+SQL_BY_IDNPS = _INFO_SQL + "idnps = ?"
 
 
-def _aware(ts: datetime | None) -> datetime | None:
+def _aware(ts: datetime | str | None) -> datetime | None:
+    if isinstance(ts, str):  # raw sqlite3 returns the stored text
+        ts = datetime.fromisoformat(ts)
     if ts is not None and ts.tzinfo is None:
-        return ts.replace(tzinfo=UTC)  # SQLite returns naive UTC
+        return ts.replace(tzinfo=UTC)  # SQLite keeps naive UTC
     return ts
 
 
@@ -119,8 +123,13 @@ class Directory:
     def __init__(self, engine: AsyncEngine, *, cache_ttl: float = 10.0, cache_size: int = 200_000,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.engine = engine
+        self.reader: Reader = reader_for(engine)
         self._addr: TTLCache[str, MailboxInfo | None] = TTLCache(cache_size, cache_ttl, clock)
         self._owner: TTLCache[str, tuple[MailboxInfo, ...]] = TTLCache(cache_size, cache_ttl, clock)
+
+    async def close(self) -> None:
+        """Release the read connections (the engine stays the caller's)."""
+        await self.reader.close()
 
     def invalidate(self) -> None:
         self._addr.clear()
@@ -132,9 +141,8 @@ class Directory:
         hit, value = self._addr.get(key)
         if hit:
             return value
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(select(*_INFO_COLS).where(Mailbox.address == key))).first()
-        info = _info(row) if row is not None else None
+        rows = await self.reader.fetch(SQL_BY_ADDRESS, (key,))
+        info = _info(rows[0]) if rows else None
         self._addr.put(key, info)
         return info
 
@@ -145,8 +153,7 @@ class Directory:
             return []
         hit, value = self._owner.get(idnps)
         if not hit:
-            async with self.engine.connect() as conn:
-                rows = (await conn.execute(select(*_INFO_COLS).where(Mailbox.idnps == idnps))).all()
+            rows = await self.reader.fetch(SQL_BY_IDNPS, (idnps,))
             value = tuple(sorted((_info(r) for r in rows), key=lambda m: (m.type != "PER", m.address)))
             self._owner.put(idnps, value)
         assert value is not None
