@@ -60,6 +60,8 @@ def _load(source: str, args: argparse.Namespace) -> tuple[ListeBlanche, bytes]:
             state_dir=Path(os.devnull),
             ca_file=Path(args.ca_file) if args.ca_file else None,
             tls_server_name=args.tls_server_name,
+            authority_cert=Path(args.authority_cert) if args.authority_cert else None,
+            checksum_source=args.checksum,
         )
 
         async def fetch() -> bytes:
@@ -343,6 +345,8 @@ def register(subparsers: Any) -> None:
     p = sub.add_parser("show-list", help="parse a liste blanche (file or URL) and print counts and problems")
     p.add_argument("source", help="file path or https:// URL")
     _tls_opts(p)
+    p.add_argument("--authority-cert", help="verify the detached signature SOURCE.sig (URL sources)")
+    p.add_argument("--checksum", help="verify against this SHA-256 file or URL (URL sources)")
     p.set_defaults(func=cmd_show_list)
 
     p = sub.add_parser("check-peer", help="would a peer with this certificate be accepted for this domain?")

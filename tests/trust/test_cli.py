@@ -154,8 +154,13 @@ async def test_authority_and_join_through_the_cli(
     assert (join_dir / "mta.pem").exists()
 
     capsys.readouterr()
-    assert await trust("show-list", url + "/trust/liste-blanche.xml", *tls) == 0
+    signer = str(data_dir / "authority" / "signer.pem")
+    lb = url + "/trust/liste-blanche.xml"
+    assert await trust("show-list", lb, *tls, "--authority-cert", signer, "--checksum", lb + ".sha256") == 0
     assert "entries: 1\n" in capsys.readouterr().out
+    other_signer = str(join_dir / "mta.pem")  # any other certificate: the signature must not verify
+    assert await trust("show-list", lb, *tls, "--authority-cert", other_signer) == 1
+    assert "SIGNATURE_MISMATCH" in capsys.readouterr().err
     published = data_dir / "authority" / "published" / "liste-blanche.xml"
     cert = str(join_dir / "mta.pem")
     assert (
