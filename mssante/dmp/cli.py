@@ -4,6 +4,7 @@
     mssante dmp send DOC.xml --url https://dmp.test:8443/repository --cert ... --key ... --anchors ... \\
         --ins 279035121518989 --author-idnps 801234534765 --author-family CAMPARINI --author-given Marcel \\
         --structure-id 11204598 --structure-name "Laboratoire des charmes" [--action replace --replaces UID]
+    mssante dmp list --url https://dmp.test:8443 --cert ... --key ... --anchors ... --ins 279035121518989
 Exit status: 0 success (accepted), 1 failure (rejected, temporary failure, unreadable file), 2 usage.
 """
 
@@ -26,7 +27,7 @@ from .ins import INS_OID_TEST
 from .metadata import KNOWN_RESTRICTIONS
 from .reference import ReferenceDmp, start_reference_dmp
 from .registry import ReferenceRegistry
-from .tlsconf import server_context
+from .tlsconf import client_context, server_context
 
 
 def _host_port(value: str) -> tuple[str, int]:
@@ -71,6 +72,15 @@ def register(subparsers: Any) -> None:
     send.add_argument("--restriction", action="append", default=[], choices=sorted(KNOWN_RESTRICTIONS))
     send.add_argument("--timeout", type=float, default=30.0)
     send.set_defaults(func=send_command)
+
+    listing = sub.add_parser("list", help="list what a reference DMP holds for a patient (JSON lines)")
+    listing.add_argument("--url", required=True, help="the reference DMP's base URL, e.g. https://dmp.test:8443")
+    listing.add_argument("--server-hostname", default=None, help="TLS name to verify when it differs from the URL host")
+    listing.add_argument("--cert", type=Path, required=True, help="a client certificate chain of the trust space (PEM)")
+    listing.add_argument("--key", type=Path, required=True)
+    listing.add_argument("--anchors", type=Path, required=True)
+    listing.add_argument("--ins", required=True)
+    listing.set_defaults(func=list_command)
 
 
 def serve_command(args: argparse.Namespace) -> int:
@@ -164,5 +174,36 @@ def send_command(args: argparse.Namespace) -> int:
         else:
             print(f"mssante dmp send: temporary failure: {outcome.reason}", file=sys.stderr)
         return 1
+
+    return asyncio.run(run())
+
+
+def list_command(args: argparse.Namespace) -> int:
+    import json
+
+    import aiohttp
+
+    try:
+        ctx = client_context(args.anchors, args.cert, args.key)
+    except (OSError, ValueError) as exc:
+        print(f"mssante dmp list: cannot load TLS material: {exc}", file=sys.stderr)
+        return 1
+
+    async def run() -> int:
+        url = f"{args.url.rstrip('/')}/patients/{args.ins}/documents"
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as s:
+                async with s.get(url, ssl=ctx, server_hostname=args.server_hostname) as r:
+                    body = await r.json(content_type=None)
+                    status = r.status
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
+            print(f"mssante dmp list: cannot query {url}: {type(exc).__name__}", file=sys.stderr)
+            return 1
+        if status != 200:
+            print(f"mssante dmp list: HTTP {status}: {body.get('error', '') if isinstance(body, dict) else ''}", file=sys.stderr)
+            return 1
+        for doc in body:
+            print(json.dumps(doc, ensure_ascii=False))
+        return 0
 
     return asyncio.run(run())

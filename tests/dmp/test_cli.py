@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -61,6 +62,12 @@ async def test_send_submits_replaces_and_deletes(dmp: RunningDmp, pki_material: 
     assert "rejected 900" in err and err.count("\n") == 1
     args = p.parse_args(send_args(pki_material, dmp.base_url, tmp_path / "missing.xml"))
     assert await asyncio.to_thread(args.func, args) == 1
+    capsys.readouterr()
+    args = p.parse_args(["dmp", "list", "--url", dmp.base_url, "--server-hostname", DMP_HOST, "--cert", str(pki_material.lab.chain_path),
+                         "--key", str(pki_material.lab.key_path), "--anchors", str(pki_material.space.anchors_path), "--ins", INS])
+    assert await asyncio.to_thread(args.func, args) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [d["status"].rsplit(":", 1)[-1] for d in lines] == ["Deprecated", "Deleted"]
 
 
 def test_serve_runs_until_sigterm(pki_material: Pki, tmp_path: Path) -> None:
