@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mssante.store.models import AuditEvent
 from mssante.trust.dn import DnSyntaxError, parse_dn
+from mssante.trust.errors import TrustError
 from mssante.trust.listeblanche import (
     Entry,
     ListeBlanche,
@@ -45,7 +46,7 @@ from mssante.trust.listeblanche import (
 from mssante.trust.models import JoinStatus, TrustEnrolmentToken, TrustJoinRequest, TrustListEntry
 from pki.ca import verify_csr
 from pki.errors import PkiError
-from pki.files import parse_csr
+from pki.files import atomic_write_many, parse_csr
 from pki.keys import load_private_key
 from pki.profiles import check_fqdn, organisation_subject
 from pki.space import TrustSpacePKI
@@ -67,11 +68,11 @@ class AuthorityErrorCode(StrEnum):
     NOT_INITIALISED = "NOT_INITIALISED"
 
 
-class AuthorityError(Exception):
+class AuthorityError(TrustError):
+    code: AuthorityErrorCode
+
     def __init__(self, code: AuthorityErrorCode, detail: str) -> None:
-        super().__init__(f"{code}: {detail}")
-        self.code = code
-        self.detail = detail
+        super().__init__(code, detail)
 
 
 @dataclass(frozen=True)
@@ -528,15 +529,18 @@ class TrustAuthority:
         sig = sign_detached(data, key)
         sha = hashlib.sha256(data).hexdigest()
         out = self.files.published
-        out.mkdir(parents=True, exist_ok=True)
-        _write(out / SHA_NAME, f"{sha}  {LIST_NAME}\n".encode())
-        _write(out / SIG_NAME, sig)
-        _write(out / LIST_NAME, data)
-        _write(out / "authority.pem", self.files.signer_cert.read_bytes())
+        files = [
+            (out / SHA_NAME, f"{sha}  {LIST_NAME}\n".encode(), 0o644),
+            (out / SIG_NAME, sig, 0o644),
+            (out / LIST_NAME, data, 0o644),
+            (out / "authority.pem", self.files.signer_cert.read_bytes(), 0o644),
+        ]
         if self.pki is not None:
-            (out / "crl").mkdir(exist_ok=True)
             for crl in self.pki.crl_paths:  # <space>/<ca name>/crl.pem -> crl/<ca name>.pem
-                _write(out / "crl" / f"{crl.parent.name}.pem", crl.read_bytes())
+                files.append((out / "crl" / f"{crl.parent.name}.pem", crl.read_bytes(), 0o644))
+        # all written and fsynced before the first rename: a reader sees list and signature change together
+        # (up to the few microseconds between renames; a mismatch fails one refresh, retried next interval)
+        atomic_write_many(files)
         async with self.sessions.begin() as s:
             self._audit(s, "list.publish", actor, now, sha256=sha, entries=len(entries))
         return Published(sha, len(entries), out / LIST_NAME)
@@ -544,12 +548,6 @@ class TrustAuthority:
 
 def _iso(d: datetime) -> str:
     return d.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-
-
-def _write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
 
 
 def load_signer_cert(root: Path) -> x509.Certificate:

@@ -10,7 +10,6 @@ Files in the join directory (default DATA_DIR/trust/join):
 from __future__ import annotations
 
 import json
-import os
 import ssl
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,19 +21,16 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
+from mssante.trust.errors import TrustError
 from mssante.trust.refresh import client_ssl
+from pki.files import atomic_write
 from pki.keys import KeyKind, generate_key, load_private_key, private_key_pem
 
 TICKET = "join.json"
 
 
-class JoinError(Exception):
+class JoinError(TrustError):
     """The authority refused, or could not be reached; `code` is the authority's reason or UNREACHABLE."""
-
-    def __init__(self, code: str, detail: str) -> None:
-        super().__init__(f"{code}: {detail}")
-        self.code = code
-        self.detail = detail
 
 
 @dataclass(frozen=True)
@@ -47,10 +43,7 @@ class JoinTicketFile:
 
 
 def _write_private(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
+    atomic_write(path, data, mode=0o600)
 
 
 def prepare_csr(join_dir: Path, *, fqdn: str, domain: str, key_kind: KeyKind | str = "ec-p256") -> bytes:

@@ -32,6 +32,7 @@ from enum import StrEnum
 from lxml import etree
 
 from mssante.trust.dn import DistinguishedName, DnSyntaxError, parse_dn
+from mssante.trust.errors import TrustError
 
 NAMESPACE = "https://listeblanche.mssante.fr/schema"
 DEFAULT_MAX_BYTES = 32 * 1024 * 1024  # the real list is 3.7 MB for 6,554 entries
@@ -54,13 +55,13 @@ class ListeBlancheErrorCode(StrEnum):
     NOT_A_LISTE_BLANCHE = "NOT_A_LISTE_BLANCHE"
 
 
-class ListeBlancheError(ValueError):
+class ListeBlancheError(TrustError, ValueError):
     """The document is refused as a whole; `code` says why."""
 
+    code: ListeBlancheErrorCode
+
     def __init__(self, code: ListeBlancheErrorCode, detail: str) -> None:
-        super().__init__(f"{code}: {detail}")
-        self.code = code
-        self.detail = detail
+        super().__init__(code, detail)
 
 
 class ProblemCode(StrEnum):

@@ -38,7 +38,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from mssante.trust.listeblanche import DEFAULT_MAX_BYTES, ListeBlanche, ListeBlancheError, parse_liste_blanche
+from mssante.trust.errors import TrustError
 from mssante.trust.state import TrustState
+from pki.files import atomic_write
 from pki.tls import client_context
 
 log = logging.getLogger("mssante.trust.refresh")
@@ -68,11 +70,11 @@ class RefreshErrorCode(StrEnum):
     EMPTY_LIST = "EMPTY_LIST"
 
 
-class RefreshError(Exception):
+class RefreshError(TrustError):
+    code: RefreshErrorCode
+
     def __init__(self, code: RefreshErrorCode, detail: str) -> None:
-        super().__init__(f"{code}: {detail}")
-        self.code = code
-        self.detail = detail
+        super().__init__(code, detail)
 
 
 @dataclass(frozen=True)
@@ -148,15 +150,6 @@ def client_ssl(ca_file: Path | None) -> ssl.SSLContext:
 
 def _is_url(source: str) -> bool:
     return source.startswith(("http://", "https://"))
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class Refresher:
@@ -253,7 +246,7 @@ class Refresher:
     def _save(self, data: bytes, liste: ListeBlanche) -> None:
         d = self.config.state_dir
         d.mkdir(parents=True, exist_ok=True)
-        _atomic_write(d / CACHE_NAME, data)
+        atomic_write(d / CACHE_NAME, data)
         meta = {
             "source": self.config.source,
             "sha256": liste.sha256,
@@ -261,14 +254,14 @@ class Refresher:
             "last_modified": self.last_modified,
             "installed_at": self._now().isoformat(),
         }
-        _atomic_write(d / META_NAME, json.dumps(meta).encode())
+        atomic_write(d / META_NAME, json.dumps(meta).encode())
 
     def _save_pending(self, data: bytes, liste: ListeBlanche, ratio: float) -> None:
         """Keep the refused list where the operator can inspect it (`trust show-list`) before confirming."""
         d = self.config.state_dir
         try:
             d.mkdir(parents=True, exist_ok=True)
-            _atomic_write(d / PENDING_NAME, data)
+            atomic_write(d / PENDING_NAME, data)
             meta = {
                 "sha256": liste.sha256,
                 "source": self.config.source,
@@ -277,7 +270,7 @@ class Refresher:
                 "lost_ratio": round(ratio, 4),
                 "refused_at": self._now().isoformat(),
             }
-            _atomic_write(d / PENDING_META, json.dumps(meta).encode())
+            atomic_write(d / PENDING_META, json.dumps(meta).encode())
         except OSError as exc:
             log.warning("refused trust list not kept for inspection: %s", type(exc).__name__)
 
