@@ -155,9 +155,11 @@ async def submit_as_app(
     return results
 
 
-def prepare_leg_message(services: Services, raw: bytes, now: dt.datetime) -> tuple[bytes, Any, Any]:
-    """Submission hygiene and trace (CPU work kept out of the write transaction)."""
-    from mssante.smtp.delivery import summarize
+def prepare_leg_message(services: Services, raw: bytes, now: dt.datetime, *,
+                        summarize: bool = True) -> tuple[bytes, Any, Any]:
+    """Submission hygiene and trace (CPU work kept out of the write transaction). ENVELOPE and
+    BODYSTRUCTURE (for IMAP) are only computed when the message is delivered locally."""
+    from mssante.smtp.delivery import summarize as summarize_mime
     from mssante.smtp.message import prepare_submission, received_header
 
     prepared, _ = prepare_submission(raw, now=now, domain=services.config.operator.domain)
@@ -167,7 +169,7 @@ def prepare_leg_message(services: Services, raw: bytes, now: dt.datetime) -> tup
         queue_id=secrets.token_hex(6), now=now,
     )
     full = received + prepared
-    env, bs = summarize(full)
+    env, bs = summarize_mime(full) if summarize else (None, None)
     return full, env, bs
 
 
@@ -280,52 +282,74 @@ class YWorker:
 
     # --- 1. MSSanté legs ----------------------------------------------------------------------------
     async def submit_mss(self, now: dt.datetime) -> int:
+        """Submit due leg messages: CPU work first (outside any transaction), then ONE transaction for the
+        batch (one fsync); if that fails, each leg message alone, so one bad group blocks no other."""
         async with self.services.sessions() as s:
             rows = (await s.execute(
-                select(YLeg.delivery_id, YLeg.message_id, YLeg.blob_id)
+                select(YLeg.delivery_id, YLeg.message_id, YLeg.blob_id, YLeg.recipient)
                 .where(YLeg.kind == LEG_MSS, YLeg.state == ACCEPTED, YLeg.next_attempt_at <= now)
-                .group_by(YLeg.delivery_id, YLeg.message_id, YLeg.blob_id)
-                .limit(self.batch)
+                .order_by(YLeg.id).limit(self.batch * 4)
             )).all()
+            groups: dict[tuple[int, str, int], list[str]] = {}
+            for delivery_id, message_id, blob_id, rcpt in rows:
+                groups.setdefault((int(delivery_id), str(message_id), int(blob_id)), []).append(rcpt)
+            keys = list(groups)[: self.batch]
+            blobs = {int(i): bytes(d) for i, d in (await s.execute(
+                select(Blob.id, Blob.data).where(Blob.id.in_({k[2] for k in keys})))).all()} if keys else {}
+        if not keys:
+            return 0
+        local_domains = self.services.config.all_local_domains
+
+        def prepare_all() -> dict[int, tuple[bytes, Any, Any]]:
+            out = {}
+            for key in keys:
+                has_local = any(r.rpartition("@")[2].lower() in local_domains for r in groups[key])
+                out[key[2]] = prepare_leg_message(self.services, blobs[key[2]], now, summarize=has_local)
+            return out
+
+        prepared = await asyncio.to_thread(prepare_all)
         handled = 0
-        for delivery_id, message_id, blob_id in rows:
-            try:
-                handled += await self._submit_group(int(delivery_id), str(message_id), int(blob_id), now)
-            except SenderUnavailable as e:
-                log.error("y delivery %s: %s", delivery_id, e)
-                async with self.services.sessions() as s, s.begin():
-                    await s.execute(update(YLeg).where(
-                        YLeg.delivery_id == delivery_id, YLeg.message_id == message_id, YLeg.state == ACCEPTED
-                    ).values(next_attempt_at=now + dt.timedelta(seconds=SUBMIT_RETRY), last_error=str(e)[:500]))
+        try:
+            async with self.services.sessions() as s, s.begin():
+                for key in keys:
+                    handled += await self._submit_group(s, key, blobs[key[2]], prepared[key[2]], now)
+        except SenderUnavailable:
+            handled = 0
+            for key in keys:
+                try:
+                    async with self.services.sessions() as s, s.begin():
+                        handled += await self._submit_group(s, key, blobs[key[2]], prepared[key[2]], now)
+                except SenderUnavailable as e:
+                    log.error("y delivery %s: %s", key[0], e)
+                    async with self.services.sessions() as s, s.begin():
+                        await s.execute(update(YLeg).where(
+                            YLeg.delivery_id == key[0], YLeg.message_id == key[1], YLeg.state == ACCEPTED
+                        ).values(next_attempt_at=now + dt.timedelta(seconds=SUBMIT_RETRY), last_error=str(e)[:500]))
         if handled:
             _relay_wakeup(self.services)
         return handled
 
-    async def _submit_group(self, delivery_id: int, message_id: str, blob_id: int, now: dt.datetime) -> int:
-        async with self.services.sessions() as s:
-            raw = await s.scalar(select(Blob.data).where(Blob.id == blob_id))
-        if raw is None:
-            raise LookupError(f"blob {blob_id} of Y delivery {delivery_id} is missing")
-        prepared = await asyncio.to_thread(prepare_leg_message, self.services, bytes(raw), now)
-        async with self.services.sessions() as s, s.begin():
-            q = select(YLeg).where(YLeg.delivery_id == delivery_id, YLeg.message_id == message_id,
-                                   YLeg.state == ACCEPTED).order_by(YLeg.id)
-            if self._pg:
-                q = q.with_for_update(skip_locked=True)
-            legs = list((await s.scalars(q)).all())
-            if not legs:
-                return 0  # another worker did it
-            delivery = await s.get(YDelivery, delivery_id)
-            assert delivery is not None
-            results = await submit_as_app(s, self.services, mailbox=delivery.sender_mailbox, raw=bytes(raw),
-                                          recipients=[leg.recipient for leg in legs], message_id=message_id, now=now,
-                                          prepared=prepared)
-            for leg in legs:
-                r = results[leg.recipient]
-                error = ZamError(r.reply[:3], r.reply[4:]) if r.state == FAILED else None
-                await transition(s, leg.id, r.state, now=now, reason=r.reply, error=error)
-                self.services.metrics.y_legs.labels(kind=LEG_MSS, state=r.state).inc()
-            return len(legs)
+    async def _submit_group(self, s: AsyncSession, key: tuple[int, str, int], raw: bytes,
+                            prepared: tuple[bytes, Any, Any], now: dt.datetime) -> int:
+        delivery_id, message_id, _ = key
+        q = select(YLeg).where(YLeg.delivery_id == delivery_id, YLeg.message_id == message_id,
+                               YLeg.state == ACCEPTED).order_by(YLeg.id)
+        if self._pg:
+            q = q.with_for_update(skip_locked=True)
+        legs = list((await s.scalars(q)).all())
+        if not legs:
+            return 0  # another worker did it
+        delivery = await s.get(YDelivery, delivery_id)
+        assert delivery is not None
+        results = await submit_as_app(s, self.services, mailbox=delivery.sender_mailbox, raw=raw,
+                                      recipients=[leg.recipient for leg in legs], message_id=message_id, now=now,
+                                      prepared=prepared)
+        for leg in legs:
+            r = results[leg.recipient]
+            error = ZamError(r.reply[:3], r.reply[4:]) if r.state == FAILED else None
+            await transition(s, leg.id, r.state, now=now, reason=r.reply, error=error)
+            self.services.metrics.y_legs.labels(kind=LEG_MSS, state=r.state).inc()
+        return len(legs)
 
     # --- 2. DMP legs ---------------------------------------------------------------------------------
     async def start_dmp(self, now: dt.datetime) -> int:
