@@ -3,6 +3,7 @@
 What it enforces (docs/dmp.md "Reference DMP rules"):
 - strict XDS metadata (ITI TF-3 §4.2, ANS `mapping.md` required rows) -> XDSRegistryMetadataError;
 - hash (SHA-1) and size equal to the document -> XDSRepositoryMetadataError;
+- uniqueId, patientId and typeCode equal to the CDA header's -> XDSRegistryMetadataError / XDSPatientIdDoesNotMatch;
 - a document part for the entry -> XDSMissingDocument / XDSMissingDocumentMetadata;
 - patientId well formed, INS OID, valid NIR key (SPECS.md §4) -> XDSUnknownPatientId;
 - one patient per submission and the VIHF's resource-id is that patient -> XDSPatientIdDoesNotMatch;
@@ -22,6 +23,7 @@ from pathlib import Path
 from . import ebrim as rim
 from .ebrim import RegistryError, RimObject, RimSubmission
 from .ins import INS_OIDS, InsError, check_ins, parse_patient_id_cx
+from .metadata import CdaHeaderError, parse_cda_header
 
 _UUID_URN = re.compile(r"^urn:uuid:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _DTM = re.compile(r"^\d{4}(\d{2}){0,5}$")
@@ -199,6 +201,7 @@ class ReferenceRegistry:
             raise _err("XDSRepositoryMetadataError", "hash does not match the document", de.id)
         if int(meta["size"]) != len(content):
             raise _err("XDSRepositoryMetadataError", "size does not match the document", de.id)
+        self._matches_cda(content, de, codes, ss_patient)
         has_member = [
             a for a in sub.associations if a.kind == rim.ASSOC_HAS_MEMBER and a.source == ss.id and a.target == de.id
         ]
@@ -248,6 +251,21 @@ class ReferenceRegistry:
             self._save(replaced)
         self._save(doc, content)
         return doc
+
+    @staticmethod
+    def _matches_cda(content: bytes, de: RimObject, codes: dict[str, list[str]], patient: tuple[str, str]) -> None:
+        """The metadata must describe the CDA it comes with (CI-SIS annex "Lien entre l'en-tête CDA et les
+        métadonnées XDS"): uniqueId = ClinicalDocument/id, patientId = recordTarget INS, typeCode = code."""
+        try:
+            header = parse_cda_header(content)
+        except CdaHeaderError as exc:
+            raise _err("XDSRepositoryMetadataError", f"the document is not a readable CDA: {exc}", de.id) from None
+        if header.unique_id != de.external_ids[rim.DE_UNIQUE_ID]:
+            raise _err("XDSRegistryMetadataError", "uniqueId is not the CDA's ClinicalDocument/id", de.id)
+        if (header.ins, header.ins_oid) != patient:
+            raise _err("XDSPatientIdDoesNotMatch", "patientId is not the CDA's recordTarget INS", de.id)
+        if codes["typeCode"] != [header.type_code.code]:
+            raise _err("XDSRegistryMetadataError", "typeCode is not the CDA's ClinicalDocument/code", de.id)
 
     def _replacement_target(self, sub: RimSubmission, de_id: str, ins: str, caller: Caller) -> StoredDocument | None:
         rplc = [a for a in sub.associations if a.kind == rim.ASSOC_RPLC]

@@ -178,6 +178,13 @@ def _set_external(scheme: str, value: str) -> Any:
     return mutate
 
 
+def _set_type(code: str) -> Any:
+    def mutate(body: etree._Element) -> None:
+        (c,) = body.xpath(f"//rim:Classification[@classificationScheme='{ebrim.DE_TYPE}']", namespaces=NS)
+        c.set("nodeRepresentation", code)
+    return mutate
+
+
 @pytest.mark.parametrize(
     ("mutate", "code"),
     [
@@ -189,8 +196,11 @@ def _set_external(scheme: str, value: str) -> Any:
         (_set_slot("size", "12"), "XDSRepositoryMetadataError"),
         (_set_external(ebrim.SS_PATIENT_ID, f"{OTHER_INS}^^^&1.2.250.1.213.1.4.10&ISO^NH"), "XDSPatientIdDoesNotMatch"),
         (_set_external(ebrim.DE_PATIENT_ID, "279035121518989^^^&1.2.3.4&ISO^NH"), "XDSUnknownPatientId"),
+        (_set_external(ebrim.DE_UNIQUE_ID, "1.2.250.1.999.2.7^other"), "XDSRegistryMetadataError"),
+        (_set_type("34133-9"), "XDSRegistryMetadataError"),
     ],
-    ids=["no-classCode", "no-confidentiality", "no-contentType", "bad-creationTime", "hash", "size", "ss-patient", "bad-oid"],
+    ids=["no-classCode", "no-confidentiality", "no-contentType", "bad-creationTime", "hash", "size", "ss-patient", "bad-oid",
+         "uniqueId-vs-cda", "typeCode-vs-cda"],
 )
 async def test_metadata_rejections(dmp: RunningDmp, pki_material: Pki, mutate: Any, code: str) -> None:
     ctype, body = craft_iti41(pki_material.lab, make_request(make_cda("8001")), now=datetime.now(UTC), mutate=mutate)
@@ -198,6 +208,26 @@ async def test_metadata_rejections(dmp: RunningDmp, pki_material: Pki, mutate: A
     assert status == 200 and msg.action == soap.ACTION_ITI41_RESPONSE
     assert _registry_codes(msg)[0] == code
     assert dmp.dmp.registry.docs == {}
+
+
+async def test_metadata_for_another_patient_than_the_cda(dmp: RunningDmp, pki_material: Pki) -> None:
+    """Metadata and VIHF agree on a patient, but the CDA is about another one."""
+    ctype, body = craft_iti41(pki_material.lab, make_request(make_cda("8051"), ins=OTHER_INS), now=datetime.now(UTC))
+    _, msg = await raw_post(pki_material, dmp.base_url, "/repository", ctype, body)
+    assert _registry_codes(msg) == ["XDSPatientIdDoesNotMatch"]
+
+
+async def test_document_that_is_not_a_cda(dmp: RunningDmp, pki_material: Pki) -> None:
+    req = make_request(make_cda("8061"))
+    junk = b"x" * len(req.cda)
+
+    def fix_hash(body: etree._Element) -> None:
+        (v,) = body.xpath("//rim:ExtrinsicObject/rim:Slot[@name='hash']/rim:ValueList/rim:Value", namespaces=NS)
+        v.text = hashlib.sha1(junk, usedforsecurity=False).hexdigest()
+
+    ctype, body = craft_iti41(pki_material.lab, req, now=datetime.now(UTC), document=junk, mutate=fix_hash)
+    _, msg = await raw_post(pki_material, dmp.base_url, "/repository", ctype, body)
+    assert _registry_codes(msg) == ["XDSRepositoryMetadataError"]
 
 
 async def test_document_bytes_must_match_hash(dmp: RunningDmp, pki_material: Pki) -> None:
