@@ -424,9 +424,13 @@ async def cmd_idle(s: Session, cmd: Command) -> None:
     s.send(b"+ idling\r\n")
     await s.flush_updates(allow_expunge=True)
     await s.conn.drain()
-    timeout = s.ctx.settings.idle_timeout
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + s.ctx.settings.idle_timeout
     while True:
-        got = await s.conn.next_line(timeout, wakeable=True)
+        left = deadline - loop.time()
+        got = await s.conn.next_line(max(0.0, min(left, s.ctx.settings.idle_poll_interval)), wakeable=True)
+        if got is None and not s.conn.closed and loop.time() < deadline:
+            got = WAKE  # a periodic look for changes made by writers that do not notify
         if got is None:
             s.untagged("BYE idle timeout")
             raise Logout()

@@ -182,6 +182,10 @@ class ImapConnection(asyncio.Protocol):
         return x509.load_der_x509_certificate(der)
 
     # --- Conn for the session ------------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def write(self, data: bytes) -> None:
         if self._closed or self.transport is None or self.transport.is_closing():
             return

@@ -40,6 +40,10 @@ class ImapSettings:
     write_timeout: float = 60.0  # a client that reads nothing this long is disconnected
     auth_failure_delay: float = 1.0
     fetch_chunk: int = 200
+    # Without a notification, a selected session still looks for changes this often (seconds):
+    # writers that do not publish to the notifier (another process on SQLite) are seen this late.
+    poll_interval: float = 2.0
+    idle_poll_interval: float = 60.0  # the same while in IDLE (10,000 idlers: ~170 cheap queries/s)
 
 
 @dataclass(frozen=True)
@@ -122,6 +126,7 @@ class AuditBatcher:
 class Conn(Protocol):
     tls: bool
     peer: str
+    closed: bool
 
     def write(self, data: bytes) -> None: ...
     async def drain(self) -> None: ...
@@ -152,6 +157,10 @@ class Session:
         self.bad = 0
         self._subscribed_folder: int | None = None
         self.correlation = uuid.uuid4().hex[:12]
+        # Change tracking: the store is asked only when a notification says the folder changed,
+        # or when `poll_interval` passed since the last look (a writer that did not publish).
+        self._dirty = True
+        self._last_poll = 0.0
 
     # --- output -------------------------------------------------------------------------------
     def send(self, data: bytes) -> None:
@@ -271,10 +280,12 @@ class Session:
 
     # --- selected mailbox bookkeeping ---------------------------------------------------------------
     def _on_folder_change(self, _folder_id: int) -> None:
+        self._dirty = True
         self.conn.wakeup()
 
     def subscribe_folder(self, folder_id: int) -> None:
         self._unsubscribe()
+        self._dirty = True
         if self.ctx.notifier is not None:
             self.ctx.notifier.subscribe(folder_id, self._on_folder_change)
             self._subscribed_folder = folder_id
@@ -295,6 +306,12 @@ class Session:
         sel = self.selected
         if sel is None:
             return []
+        now = asyncio.get_running_loop().time()
+        if (not self._dirty and now - self._last_poll < self.ctx.settings.poll_interval
+                and not (allow_expunge and sel.pending_expunge)):
+            return []
+        self._dirty = False
+        self._last_poll = now
         hm = await self.ctx.storage.highestmodseq(sel.folder.id)
         if hm is None:
             # The folder was deleted or renamed away by another session.

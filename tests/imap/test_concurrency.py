@@ -89,3 +89,24 @@ async def test_concurrent_stores_and_appends(env: Env, pair: tuple[Client, Clien
     await asyncio.gather(worker(a, "$A"), worker(b, "$B"))
     r = await a.cmd("z FETCH 1:* (FLAGS)")
     assert r.count("$A $B") == 10
+
+
+async def test_writer_that_does_not_publish_is_seen_by_polling(env: Env) -> None:
+    from conftest import fast_settings
+
+    from mssante.imap.mime import summarize
+    from mssante.store.mail import deliver
+
+    import datetime as dt
+
+    c = Client(env, settings=fast_settings(poll_interval=0.0))
+    await c.start()
+    await c.login()
+    await c.cmd("s SELECT INBOX")
+    raw = message("silent writer")
+    e, b = summarize(raw)
+    async with env.services.sessions() as s, s.begin():  # no notifier.publish() after this commit
+        await deliver(s, raw, [env.mailbox_id], internaldate=dt.datetime.now(dt.timezone.utc), envelope=e,
+                      bodystructure=b)
+    assert "* 1 EXISTS" in await c.cmd("n NOOP")
+    await c.close()
