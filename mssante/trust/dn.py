@@ -93,19 +93,19 @@ class DistinguishedName:
     rdns: tuple[RDN, ...]
     key: str  # canonical string of `rdns`, used as the index key (str hashes are cached)
     reversed_key: str  # key of the RDNs in the opposite order (a DN written country first)
+    text: str  # RFC 4514 display, most specific first (normalised values, so lower case)
 
     @classmethod
     def from_rdns(cls, rdns: tuple[RDN, ...]) -> DistinguishedName:
-        return cls(rdns, _key(rdns), _key(tuple(reversed(rdns))))
+        rev = tuple(reversed(rdns))
+        text = ",".join("+".join(f"{_SHORT.get(oid, oid)}={_escape(v)}" for oid, v in rdn) for rdn in rev)
+        return cls(rdns, _key(rdns), _key(rev), text)
 
     def reversed(self) -> DistinguishedName:
         return DistinguishedName.from_rdns(tuple(reversed(self.rdns)))
 
     def __str__(self) -> str:
-        """RFC 4514-ish display, most specific first (normalised values, so lower case)."""
-        return ",".join(
-            "+".join(f"{_SHORT.get(oid, oid)}={_escape(v)}" for oid, v in rdn) for rdn in reversed(self.rdns)
-        )
+        return self.text
 
 
 _SPECIAL_RE = re.compile(r'[,+"\\<>;=]')
