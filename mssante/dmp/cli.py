@@ -26,7 +26,7 @@ from .connector import Iti41Connector, config_from_settings
 from .ins import INS_OID_TEST
 from .metadata import KNOWN_RESTRICTIONS
 from .reference import ReferenceDmp, start_reference_dmp
-from .registry import ReferenceRegistry
+from .registry import ReferenceRegistry, StoreError
 from .tlsconf import client_context, server_context
 
 
@@ -93,10 +93,15 @@ def serve_command(args: argparse.Namespace) -> int:
         print(f"mssante dmp serve: cannot load TLS material: {exc}", file=sys.stderr)
         return 1
     host, port = args.listen
+    try:
+        registry = ReferenceRegistry(args.store)
+    except (StoreError, OSError) as exc:
+        print(f"mssante dmp serve: cannot open the store: {exc}", file=sys.stderr)
+        return 1
 
     async def run() -> None:
         running = await start_reference_dmp(
-            ReferenceDmp(ReferenceRegistry(args.store), validator=validator), host=host, port=port, ssl_context=ctx
+            ReferenceDmp(registry, validator=validator), host=host, port=port, ssl_context=ctx
         )
         print(f"reference DMP listening on https://{host}:{running.port} (POST /repository, /registry)", flush=True)
         stop = asyncio.Event()

@@ -40,6 +40,10 @@ DE_CODED = {
 }
 
 
+class StoreError(Exception):
+    """The reference DMP's store directory holds something it cannot read back."""
+
+
 class RequestRejected(Exception):
     def __init__(self, *errors: RegistryError) -> None:
         super().__init__("; ".join(f"{e.code}: {e.context}" for e in errors))
@@ -132,7 +136,10 @@ class ReferenceRegistry:
         if directory is not None:
             directory.mkdir(parents=True, exist_ok=True)
             for meta in sorted(directory.glob("*/*.json")):
-                d = StoredDocument(**json.loads(meta.read_text("utf-8")))
+                try:
+                    d = StoredDocument(**json.loads(meta.read_text("utf-8")))
+                except (OSError, ValueError, TypeError) as exc:
+                    raise StoreError(f"{meta}: unreadable stored metadata ({type(exc).__name__})") from None
                 self.docs[d.entry_uuid] = d
                 self.by_unique_id[d.unique_id] = d.entry_uuid
 

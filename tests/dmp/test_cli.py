@@ -96,3 +96,15 @@ def test_serve_reports_unreadable_material(tmp_path: Path, capsys: pytest.Captur
     args = parser().parse_args(["dmp", "serve", "--cert", str(tmp_path / "no.pem"), "--key", "k", "--anchors", "a"])
     assert args.func(args) == 1
     assert "cannot load TLS material" in capsys.readouterr().err
+
+
+def test_serve_reports_an_unreadable_store(pki_material: Pki, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "store" / INS
+    bad.mkdir(parents=True)
+    (bad / "x.json").write_text("{not json")
+    args = parser().parse_args(["dmp", "serve", "--listen", "127.0.0.1:0", "--cert", str(pki_material.server.chain_path),
+                                "--key", str(pki_material.server.key_path), "--anchors", str(pki_material.space.anchors_path),
+                                "--store", str(tmp_path / "store")])
+    assert args.func(args) == 1
+    err = capsys.readouterr().err
+    assert "cannot open the store" in err and err.count("\n") == 1
