@@ -192,14 +192,16 @@ class Iti41Connector:
         if header.ins != request.ins or header.ins_oid != request.ins_oid:
             raise _Rejected("904", "the INS of the CDA (or its OID) does not match the request's INS")
         t = self._tick("cda", t)
+        now = self.now()
+        vihf = self.vihf_for(request, now)  # one VIHF per operation: the lookup and the ITI-41 share it
+        t = self._tick("vihf", t)
         replaces = None
         if request.action is DmpAction.REPLACE:
             target = request.replaced_unique_id or (header.replaced_ids[0] if header.replaced_ids else None)
             if not target:
                 raise _Rejected("900", "a replacement needs the replaced document's uniqueId")
-            replaces = await self._lookup(request, target)
+            replaces = await self._lookup(target, vihf)
             t = time.perf_counter()
-        now = self.now()
         try:
             sub = build_submission(
                 request, header, self.config.xds, now=now, new_uuid=self.new_uuid, replaces_entry_uuid=replaces
@@ -208,8 +210,6 @@ class Iti41Connector:
             raise _Rejected("906", f"XDS metadata: {exc}") from None
         body = ebrim.provide_and_register(sub)
         t = self._tick("metadata", t)
-        vihf = self.vihf_for(request, now)
-        t = self._tick("vihf", t)
         envelope = soap.build_envelope(
             action=soap.ACTION_ITI41,
             message_id=f"urn:uuid:{self.new_uuid()}",
@@ -237,12 +237,12 @@ class Iti41Connector:
                 raise _Rejected("906", f"CDA header: {exc}") from None
         if not target:
             raise _Rejected("900", "a deletion needs the document's uniqueId")
-        entry_uuid = await self._lookup(request, target)
-        t = time.perf_counter()
         now = self.now()
+        vihf = self.vihf_for(request, now)
+        entry_uuid = await self._lookup(target, vihf)
+        t = time.perf_counter()
         ss = self._submission_set(request, now)
         body = ebrim.update_availability_status(ss, entry_uuid)
-        vihf = self.vihf_for(request, now)
         envelope = soap.build_envelope(
             action=soap.ACTION_ITI57, message_id=f"urn:uuid:{self.new_uuid()}", to=self.config.registry_url, security=vihf, body=body
         )
@@ -265,10 +265,9 @@ class Iti41Connector:
             author_institution=xon(request.structure_name, request.structure_id),
         )
 
-    async def _lookup(self, request: DmpRequest, unique_id: str) -> str:
+    async def _lookup(self, unique_id: str, vihf: etree._Element) -> str:
         """ITI-18 GetDocuments (ObjectRef) -> the entryUUID of the document version to replace or delete."""
         t = time.perf_counter()
-        vihf = self.vihf_for(request, self.now())
         envelope = soap.build_envelope(
             action=soap.ACTION_ITI18,
             message_id=f"urn:uuid:{self.new_uuid()}",
