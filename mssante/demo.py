@@ -210,7 +210,7 @@ def _imap_fetch(port: int, user: str, password: str, anchors: str) -> list[dict[
         _, data = imap.uid("SEARCH", "ALL")
         out: list[dict[str, str]] = []
         for uid in (data[0] or b"").split():
-            _, parts = imap.uid("FETCH", uid, "(RFC822.SIZE BODY.PEEK[HEADER.FIELDS (FROM SUBJECT MESSAGE-ID X-MSS-CODECDA "
+            _, parts = imap.uid("FETCH", uid.decode(), "(RFC822.SIZE BODY.PEEK[HEADER.FIELDS (FROM SUBJECT MESSAGE-ID X-MSS-CODECDA "
                                               "X-MSS-INS X-MSS-MES DISPOSITION-NOTIFICATION-TO)] BODYSTRUCTURE)")
             head = b"".join(p[1] for p in parts if isinstance(p, tuple))
             import email
@@ -326,7 +326,7 @@ async def run_demo(real: Path | None = None, *, keep: bool = False, timeout: flo
             return f"MSH|^~\\&|SIL-Y|labo|PFI|{OUR_DOMAIN}|{now:%Y%m%d%H%M}||ACK^Z01^ACK|L{cid}|P|2.6\rMSA|AA|{cid}\r".encode()
 
         lab = ours.mailbox("labo")
-        lis = await start_mllp(_LisServices(), host="127.0.0.1", port=0, handler=on_zam)
+        lis = await start_mllp(_LisServices(), host="127.0.0.1", port=0, handler=on_zam)  # type: ignore[arg-type]
         p.info(f"LIS listening on 127.0.0.1:{lis.port}")
         cfg1.mllp.tls = True
         cfg1.mllp.senders = [{

@@ -28,7 +28,6 @@ import argparse
 import asyncio
 import base64
 import re
-import statistics
 import sys
 import tempfile
 import time

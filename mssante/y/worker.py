@@ -292,7 +292,7 @@ class YWorker:
             )).all()
             groups: dict[tuple[int, str, int], list[str]] = {}
             for delivery_id, message_id, blob_id, rcpt in rows:
-                groups.setdefault((int(delivery_id), str(message_id), int(blob_id)), []).append(rcpt)
+                groups.setdefault((int(delivery_id), str(message_id), int(blob_id or 0)), []).append(rcpt)
             keys = list(groups)[: self.batch]
             blobs = {int(i): bytes(d) for i, d in (await s.execute(
                 select(Blob.id, Blob.data).where(Blob.id.in_({k[2] for k in keys})))).all()} if keys else {}
@@ -571,7 +571,7 @@ def msa_code(answer: bytes) -> str:
 
 
 def zam_payload(row: YAckOutbox, delivery: YDelivery, leg: YLeg, now: dt.datetime) -> bytes:
-    ctx = AckContext(**delivery.ack_context)
+    ctx = AckContext(**(delivery.ack_context or {}))
     event = ZamEvent(row.event)
     error = None if row.success else WireZamError(row.error_code or "906", row.error_label or "Autre erreur")
     needs_recipient = event is not ZamEvent.RECEPTION_DMP

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
+import datetime as dt  # noqa: F401 (re-exported)
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -12,7 +12,7 @@ from typing import Any
 
 from mssante.app import Services, utcnow
 from mssante.config import config_from_dict
-from mssante.dmp.api import DmpAccepted, DmpOutcome, DmpRejected, DmpRequest, DmpTemporaryFailure
+from mssante.dmp.api import DmpAccepted, DmpOutcome, DmpRejected, DmpRequest, DmpTemporaryFailure  # noqa: F401 (re-exported)
 from mssante.observability.audit import Audit
 from mssante.observability.metrics import Metrics
 from mssante.store.base import Base
