@@ -255,13 +255,23 @@ def _unescape(s: str, j: int) -> tuple[str, int]:
     return s[j + 1], j + 2
 
 
+def _strip_unescaped(text: str) -> str:
+    """Strip surrounding spaces, but keep a trailing space escaped as ``\\ `` (RFC 4514 §2.4)."""
+    s = text.lstrip()
+    core = s.rstrip()
+    backslashes = len(core) - len(core.rstrip("\\"))
+    if backslashes % 2 == 1 and len(core) < len(s):
+        core += s[len(core)]
+    return core
+
+
 def parse_dn(text: str) -> DistinguishedName:
     """Parse an RFC 4514 string (most specific RDN first) into certificate order.
 
     Accepts spaces around separators (``CN=a, OU=b``), RFC 2253 quoted values, ``#hex`` BER values,
     multi-valued RDNs (``+``), keywords in any case and dotted OIDs (``OID.2.5.4.3`` too).
     """
-    s = text.strip()
+    s = _strip_unescaped(text)
     if not s:
         raise DnSyntaxError("empty DN")
     rdns: list[RDN] = []

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mssante.trust.dn import DistinguishedName, DnSyntaxError, parse_dn
+from mssante.trust.dn import DistinguishedName, DnSyntaxError, dn_from_name, parse_dn
 from mssante.trust.listeblanche import ListeBlancheError, build_liste_blanche_xml, parse_liste_blanche
 
 KEYS = st.sampled_from(["CN", "OU", "O", "ST", "C", "L", "emailAddress", "serialNumber", "2.5.4.3"])
@@ -83,3 +85,40 @@ def test_every_prefix_is_refused_or_complete(cut: int) -> None:
     except ListeBlancheError:
         return
     assert len(liste.by_domain) == 2
+
+
+OIDS = st.sampled_from(
+    [
+        NameOID.COMMON_NAME,
+        NameOID.ORGANIZATIONAL_UNIT_NAME,
+        NameOID.ORGANIZATION_NAME,
+        NameOID.STATE_OR_PROVINCE_NAME,
+        NameOID.LOCALITY_NAME,
+        NameOID.EMAIL_ADDRESS,
+        NameOID.SERIAL_NUMBER,
+        NameOID.GIVEN_NAME,
+        NameOID.DOMAIN_COMPONENT,
+    ]
+)
+ATTR_VALUES = st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=16)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(st.tuples(OIDS, ATTR_VALUES), min_size=1, max_size=3), min_size=1, max_size=5))
+def test_certificate_name_matches_its_rfc4514_string(
+    rdns: list[list[tuple[x509.ObjectIdentifier, str]]],
+) -> None:
+    """Cross-check with cryptography's own RFC 4514 writer: the string form and the Name agree."""
+    try:
+        name = x509.Name(
+            [
+                x509.RelativeDistinguishedName([x509.NameAttribute(oid, value) for oid, value in rdn])
+                for rdn in rdns
+                if len({oid for oid, _ in rdn}) == len(rdn)
+            ]
+        )
+    except ValueError:
+        return  # e.g. a value cryptography refuses for that attribute
+    if not name.rdns:
+        return
+    assert parse_dn(name.rfc4514_string()) == dn_from_name(name)
