@@ -377,6 +377,18 @@ async def main(args: argparse.Namespace) -> None:
     raise_nofile()
     tmp = Path(tempfile.mkdtemp(prefix="bench_imap."))
     ca, cert, key = make_certs(tmp)
+    pg = None
+    if args.pg:
+        # A throw-away PostgreSQL (fsync on) from the test helper tests/pgserver.py.
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+        from pgserver import PgServer, find_bindir
+
+        bindir = find_bindir()
+        if bindir is None:
+            raise SystemExit("bench_imap: --pg needs the PostgreSQL server binaries (initdb, pg_ctl)")
+        pg = PgServer(bindir)
+        pg.start()
+        args.db_url = pg.create_database("bench_imap")
     db_url = args.db_url or f"sqlite+aiosqlite:///{tmp / 'bench.db'}"
     print(f"bench_imap: {db_url.split('://')[0]}, {os.cpu_count()} CPUs (shared machine: figures are indicative)",
           flush=True)
@@ -402,6 +414,8 @@ async def main(args: argparse.Namespace) -> None:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
+        if pg is not None:
+            pg.stop()
 
 
 def parse() -> argparse.Namespace:
@@ -413,6 +427,7 @@ def parse() -> argparse.Namespace:
     s.add_argument("--key", required=True)
     p.add_argument("--quick", action="store_true", help="small sizes (the default when no size is given)")
     p.add_argument("--db-url", default="", help="database (default: SQLite in a temp dir)")
+    p.add_argument("--pg", action="store_true", help="start a temporary PostgreSQL and use it")
     p.add_argument("--users", type=int, default=None)
     p.add_argument("--per-user", type=int, default=None, help="messages per user at start")
     p.add_argument("--clients", type=int, default=None)

@@ -102,11 +102,14 @@ async def cmd_fetch(s: Session, cmd: Command) -> None:
     if fetchmod.sets_seen(atts) and not sel.readonly:
         unseen = [u for u in uids if "\\Seen" not in sel.flags.get(u, ())]
         if unseen:
+            notes = s.notes
             res = await s.ctx.storage.store_flags(sel.folder.id, unseen, "+", ["\\Seen"], None)
             for m in res.changed:
                 sel.flags[m.uid] = m.flags
                 sel.modseqs[m.uid] = m.modseq
                 seen_now.add(m.uid)
+            if res.changed:
+                s.own_change(notes, res.changed[0].modseq)
             await s.read_receipts(sel.folder.name, res.first_seen)
     add_modseq = s.condstore and changedsince is not None
     chunk = s.ctx.settings.fetch_chunk
@@ -146,12 +149,15 @@ async def cmd_store(s: Session, cmd: Command) -> None:
     if a["unchangedsince"] is not None:
         s.condstore = True
     uids = [u for u in _resolve(s, cmd) if u not in sel.pending_expunge]
+    notes = s.notes
     res = await s.ctx.storage.store_flags(sel.folder.id, uids, a["mode"], a["flags"], a["unchangedsince"])
     changed = {m.uid: m for m in res.changed}
     for m in res.changed:
         sel.flags[m.uid] = m.flags
         sel.modseqs[m.uid] = m.modseq
         sel.keywords.update(f for f in m.flags if not f.startswith("\\"))
+    if res.changed:
+        s.own_change(notes, res.changed[0].modseq)
     modified = set(res.modified)
     for u in uids:
         if u in modified or u not in sel.flags:

@@ -161,6 +161,7 @@ class Session:
         # or when `poll_interval` passed since the last look (a writer that did not publish).
         self._dirty = True
         self._last_poll = 0.0
+        self.notes = 0  # notifications received for the selected folder
 
     # --- output -------------------------------------------------------------------------------
     def send(self, data: bytes) -> None:
@@ -280,8 +281,18 @@ class Session:
 
     # --- selected mailbox bookkeeping ---------------------------------------------------------------
     def _on_folder_change(self, _folder_id: int) -> None:
+        self.notes += 1
         self._dirty = True
         self.conn.wakeup()
+
+    def own_change(self, notes_before: int, new_modseq: int) -> None:
+        """After our own STORE: when our notification is the only one and our MODSEQ directly follows
+        what the client knows, the view is already exact and the store need not be asked again."""
+        sel = self.selected
+        if (sel is not None and self.notes == notes_before + 1 and new_modseq == sel.highestmodseq + 1
+                and not sel.pending_expunge):
+            sel.highestmodseq = new_modseq
+            self._dirty = False
 
     def subscribe_folder(self, folder_id: int) -> None:
         self._unsubscribe()
