@@ -23,6 +23,7 @@ import dataclasses
 import datetime as dt
 import logging
 import time
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -451,5 +452,160 @@ async def start_y(services: Services, *, dmp: Any = None, address: str | None = 
         host, _, port_text = addr.rpartition(":")
         port = 0 if port_text == "0" else parse_hostport(addr, "listeners.mllp")[1]
         runtime.mllp = await start_mllp(services, host=host.strip("[]"), port=port, ssl_context=mllp_ssl_context(services))
+    await ensure_routing_mailbox(services)
     runtime.worker = await start_y_worker(services, dmp=connector, poll_interval=poll_interval)
     return runtime
+
+
+async def ensure_routing_mailbox(services: Services) -> None:
+    """dmp@<our domain> must exist for submission to accept mail to it (native email entry)."""
+    from mssante.store.mail import create_mailbox, mailbox_by_address
+
+    address = routing_address(services)
+    async with services.sessions() as s, s.begin():
+        if await mailbox_by_address(s, address) is None:
+            await create_mailbox(s, address, "APP", display_name="Alimentation DMP (plateforme Y)")
+
+
+# --- native email entry (docs/y-runtime.md "Native email entry") ----------------------------------
+
+DMP_ROUTING_LOCAL = "dmp"  # dmp@<operator domain>: the routing address that asks for the DMP leg
+DMP_RESTRICTIONS_HEADER = "X-MSS-DMP-Restrictions"  # optional: MASQUE_PS, INVISIBLE_PATIENT, INVISIBLE_REP_LEGAUX
+
+
+class MailEntryRefused(ValueError):
+    """A native-entry message that cannot become a Y delivery (the reason goes back to the sender)."""
+
+
+@dataclass(frozen=True)
+class MailEntryPlan:
+    sender: str  # the authenticated APP mailbox (From, enforced by submission)
+    message_id: str
+    dmp: tuple[Any, ...]  # DmpRequest per CDA of the IHE_XDM.ZIP
+    other_recipients: tuple[str, ...]  # the mail's other recipients (already delivered or queued by submission)
+    ins: str
+
+
+def routing_address(services: Services) -> str:
+    return f"{DMP_ROUTING_LOCAL}@{services.config.operator.domain}"
+
+
+def plan_mail_entry(raw: bytes, *, our_hostname: str, routing: str, environment: InsEnvironment,
+                    app_mailboxes: dict[str, str | None]) -> MailEntryPlan:
+    """Pure: validate a message found in the routing mailbox and plan its DMP legs.
+
+    Accepted only when our own topmost Received trace says it came through authenticated submission
+    (RFC 3848 "ESMTPSA"/"ESMTPA"), From is one of our APP mailboxes (`app_mailboxes`: address ->
+    structure id; submission already refused a From that is not the authenticated identity's), it
+    carries X-MSS-INS: O and exactly one IHE_XDM.ZIP whose documents name the XDM patientId.
+    """
+    import email
+    import email.policy
+    import email.utils
+
+    from mssante.dmp.api import DmpAction, DmpRequest
+    from mssante.y.cda import parse_cda_header
+    from mssante.y.flags import CONFIDENTIALITY_FOR_FLAG
+    from mssante.y.ins import check_ins_format
+    from mssante.y.xdm import XdmError, parse_xdm
+
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    received = str(msg.get("Received", ""))
+    by = re.search(r"\bby\s+(\S+)", received)
+    proto = re.search(r"\bwith\s+(\S+)", received)
+    if not by or by.group(1).lower() != our_hostname.lower() or not proto or proto.group(1).upper() not in ("ESMTPSA", "ESMTPA"):
+        raise MailEntryRefused("only messages submitted by an authenticated APP mailbox of this operator are accepted")
+    senders = [a.lower() for _, a in email.utils.getaddresses([str(v) for v in msg.get_all("From", [])]) if a]
+    if len(senders) != 1 or senders[0] not in app_mailboxes:
+        raise MailEntryRefused("the sender is not an APP mailbox of this operator")
+    sender = senders[0]
+    mid = str(msg.get("Message-ID", "")).strip()
+    if not mid:
+        raise MailEntryRefused("the message has no Message-ID")
+    if str(msg.get("X-MSS-INS", "")).strip().upper() != "O":
+        raise MailEntryRefused("the DMP is only fed with a qualified INS (X-MSS-INS: O)")
+    zips = [p for p in msg.walk() if (p.get_filename() or "").upper() == "IHE_XDM.ZIP"]
+    if len(zips) != 1:
+        raise MailEntryRefused("exactly one IHE_XDM.ZIP attachment is expected (one patient per message)")
+    payload = zips[0].get_payload(decode=True)
+    try:
+        package = parse_xdm(payload if isinstance(payload, bytes) else b"")
+    except XdmError as e:
+        raise MailEntryRefused(f"IHE_XDM.ZIP refused: {e}") from None
+    restrictions = frozenset(r.strip().upper() for r in str(msg.get(DMP_RESTRICTIONS_HEADER, "")).split(",") if r.strip())
+    unknown = restrictions - set(CONFIDENTIALITY_FOR_FLAG)
+    if unknown:
+        raise MailEntryRefused(f"{DMP_RESTRICTIONS_HEADER}: unknown value(s) {', '.join(sorted(unknown))}")
+    requests: list[DmpRequest] = []
+    ins = ""
+    for n, doc in enumerate(package.documents, start=1):
+        if not doc.mime_type.lower().endswith("xml"):
+            continue
+        try:
+            header = parse_cda_header(doc.data)
+        except Exception as e:  # noqa: BLE001 - a typed CdaError; its message names the problem, not content
+            raise MailEntryRefused(f"document {n}: {e}") from None
+        found = header.patient_ins(environment.oids)
+        if found is None:
+            raise MailEntryRefused(f"document {n}: no INS of the {environment.value} environment in the CDA")
+        try:
+            doc_ins = check_ins_format(found[0], found[1], environment, Location("OBX"))
+        except Exception as e:  # noqa: BLE001 - InsError
+            raise MailEntryRefused(f"document {n}: {e}") from None
+        if not package.patient_id.startswith(doc_ins + "^"):
+            raise MailEntryRefused(f"document {n}: the CDA names another patient than the XDM patientId")
+        author, org = header.author, header.author_organization
+        if author is None or not author.id or org is None or not org.id:
+            raise MailEntryRefused(f"document {n}: the CDA author and its organisation are required for the DMP")
+        allowed = app_mailboxes.get(sender)
+        if allowed and org.id != allowed:
+            raise MailEntryRefused(f"document {n}: the author's structure is not the sending APP mailbox's structure")
+        ins = doc_ins
+        action = DmpAction.REPLACE if header.replaced_document_id else DmpAction.SUBMIT
+        requests.append(DmpRequest(
+            action=action, cda=doc.data, ins=doc_ins, ins_oid=found[1], author_idnps=author.id,
+            author_family=author.family, author_given=author.given, structure_id=org.id, structure_name=org.name,
+            restrictions=restrictions, document_unique_id=header.document_id,
+            replaced_unique_id=header.replaced_document_id, correlation_id=f"mail|{mid}|dmp|{n}",
+        ))
+    if not requests:
+        raise MailEntryRefused("IHE_XDM.ZIP carries no CDA document")
+    rcpts = [a.lower() for _, a in email.utils.getaddresses([str(v) for h in ("To", "Cc") for v in msg.get_all(h, [])]) if a]
+    others = tuple(dict.fromkeys(a for a in rcpts if a != routing.lower()))
+    return MailEntryPlan(sender, mid, tuple(requests), others, ins)
+
+
+async def store_mail_entry(session: AsyncSession, plan: MailEntryPlan, *, now: dt.datetime, audit: Any,
+                           local_domains: frozenset[str]) -> tuple[int, bool]:
+    """One transaction: the Y delivery (source mail), its DMP legs, and legs tracking the mail's other
+    recipients (submission already delivered or queued them: `delivered` / `queued`). Idempotent."""
+    key = f"mail|{plan.sender}"
+    existing = await session.scalar(select(YDelivery.id).where(YDelivery.sender_key == key,
+                                                               YDelivery.control_id == plan.message_id[:200]))
+    if existing is not None:
+        return int(existing), True
+    delivery = YDelivery(sender_key=key, control_id=plan.message_id[:200], message_type="MAIL^XDM",
+                         action=plan.dmp[0].action.value, patient_ins=plan.ins, sender_mailbox=plan.sender,
+                         source="mail", actor=plan.sender, ack_reception=False, ack_lecture=False, ack_endpoint="",
+                         ack_context=None, ack="", warnings=[], received_at=now)
+    session.add(delivery)
+    await session.flush()
+    for req in plan.dmp:
+        blob_id = await store_blob(session, req.cda)
+        fields = {f.name: getattr(req, f.name) for f in dataclasses.fields(req) if f.name != "cda"}
+        fields["action"] = req.action.value
+        fields["restrictions"] = sorted(req.restrictions)
+        session.add(YLeg(delivery_id=delivery.id, kind=LEG_DMP, group="", recipient=req.ins, recipient_id=req.ins,
+                         blob_id=blob_id, state=ACCEPTED, state_at=now, attempts=0, next_attempt_at=now,
+                         detail={"request": fields}))
+    from mssante.y.tracking import DELIVERED, QUEUED
+
+    for rcpt in plan.other_recipients:
+        local = rcpt.rpartition("@")[2] in local_domains
+        session.add(YLeg(delivery_id=delivery.id, kind=LEG_MSS, group="ps", recipient=rcpt, message_id=plan.message_id,
+                         state=DELIVERED if local else QUEUED, state_at=now, attempts=1))
+    session.add(audit.event("y.accepted", plan.sender, "ok", delivery_id=delivery.id, sender=key,
+                            control_id=plan.message_id[:64], message_type="MAIL^XDM", source="mail", ins=plan.ins,
+                            legs=len(plan.dmp) + len(plan.other_recipients)))
+    await session.flush()
+    return int(delivery.id), False

@@ -269,6 +269,7 @@ class YWorker:
         """One round of every duty; returns how many items were handled (tests call it directly)."""
         now = self.services.now()
         done = await self.submit_mss(now)
+        done += await self.scan_mail_entry(now)
         done += await self.start_dmp(now)
         done += await self.scan_reports(now)
         done += await self.check_relay(now)
@@ -497,6 +498,91 @@ class YWorker:
         if not matched and len(legs) == 1:
             matched = legs  # one recipient: the report can only be about it (rewritten Final-Recipient)
         return matched
+
+    # --- 3b. native email entry: messages to dmp@<our domain> ----------------------------------------
+    async def scan_mail_entry(self, now: dt.datetime) -> int:
+        from mssante.y.service import (
+            MailEntryRefused,
+            plan_mail_entry,
+            routing_address,
+            store_mail_entry,
+        )
+        from mssante.y.ins import InsEnvironment
+
+        routing = routing_address(self.services)
+        async with self.services.sessions() as s:
+            folder_id = await s.scalar(select(Folder.id).join(Mailbox, Mailbox.id == Folder.mailbox_id)
+                                       .where(Mailbox.address == routing, Folder.name == "INBOX"))
+            if folder_id is None:
+                return 0
+            last = await s.scalar(select(YMailCursor.last_uid).where(YMailCursor.folder_id == folder_id)) or 0
+            rows = (await s.execute(select(Message.uid, Blob.data).join(Blob, Blob.id == Message.blob_id)
+                                    .where(Message.folder_id == folder_id, Message.uid > last)
+                                    .order_by(Message.uid).limit(self.batch))).all()
+            apps = {str(a): sid for a, sid in (await s.execute(
+                select(Mailbox.address, Mailbox.structure_id).where(Mailbox.kind == "APP", Mailbox.enabled.is_(True),
+                                                                    Mailbox.address != routing))).all()}
+        if not rows:
+            return 0
+        env = InsEnvironment(self.services.config.mllp.environment)
+        cfg = self.services.config
+
+        def plan_all() -> list[tuple[int, Any, bytes]]:
+            out: list[tuple[int, Any, bytes]] = []
+            for uid, data in rows:
+                raw = bytes(data)
+                try:
+                    out.append((int(uid), plan_mail_entry(raw, our_hostname=cfg.hostname, routing=routing,
+                                                          environment=env, app_mailboxes=apps), raw))
+                except MailEntryRefused as e:
+                    out.append((int(uid), e, raw))
+            return out
+
+        planned = await asyncio.to_thread(plan_all)
+        async with self.services.sessions() as s, s.begin():
+            cursor = await s.scalar(select(YMailCursor).where(YMailCursor.folder_id == folder_id))
+            if cursor is None:
+                cursor = YMailCursor(folder_id=folder_id, last_uid=0)
+                s.add(cursor)
+            for uid, plan, raw in planned:
+                if isinstance(plan, MailEntryRefused):
+                    await self._refuse_mail_entry(s, raw, str(plan), now)
+                else:
+                    await store_mail_entry(s, plan, now=now, audit=self.services.audit,
+                                           local_domains=cfg.all_local_domains)
+                cursor.last_uid = max(cursor.last_uid, uid)
+        if isinstance(self.wakeup, asyncio.Event):
+            self.wakeup.set()  # DMP legs are due
+        return len(planned)
+
+    async def _refuse_mail_entry(self, s: AsyncSession, raw: bytes, reason: str, now: dt.datetime) -> None:
+        """Tell a local sender why its message to dmp@ did not feed the DMP (a notice in its INBOX)."""
+        import email
+        import email.policy
+        import email.utils
+
+        from mssante.store.mail import deliver
+
+        msg = email.message_from_bytes(raw, policy=email.policy.default)
+        senders = [a.lower() for _, a in email.utils.getaddresses([str(v) for v in msg.get_all("From", [])]) if a]
+        s.add(self.services.audit.event(
+            "y.refused", senders[0] if senders else "", "AE", source="mail", reason=reason[:300],
+            message_id=str(msg.get("Message-ID", ""))[:200]))
+        if len(senders) != 1:
+            return
+        box = await s.scalar(select(Mailbox).where(Mailbox.address == senders[0]))
+        if box is None:
+            return
+        domain = self.services.config.operator.domain
+        notice = (
+            f"From: Plateforme Y <mailer-daemon@{domain}>\r\nTo: <{senders[0]}>\r\n"
+            f"Subject: [KO DMP] {str(msg.get('Subject', ''))[:150]}\r\n"
+            f"Date: {email.utils.format_datetime(now)}\r\nMessage-ID: {email.utils.make_msgid(domain=domain)}\r\n"
+            f"In-Reply-To: {str(msg.get('Message-ID', ''))[:200]}\r\nAuto-Submitted: auto-replied\r\n"
+            "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+            f"Votre message n'a pas alimenté le DMP : {reason}\r\n"
+        ).encode("utf-8")
+        await deliver(s, notice, [box.id], internaldate=now)
 
     # --- 4. relay hand-over ---------------------------------------------------------------------------
     async def check_relay(self, now: dt.datetime) -> int:
