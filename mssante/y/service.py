@@ -311,7 +311,8 @@ class YIntake:
             return await store_plan(session, rendered.plan, rendered.mails, rule, actor=actor, source=source, now=now,
                                     audit=self.services.audit)
 
-        return await self._committer.submit(job)
+        result: tuple[int, bytes, bool] = await self._committer.submit(job)
+        return result
 
 
 async def store_plan(
