@@ -245,10 +245,9 @@ class SqlStorage:
         return int(row[0])
 
     async def _lock(self, s: AsyncSession, folder_id: int) -> None:
-        """Take the folder's write lock first (PostgreSQL row lock), so that read-modify-write of flags
-        serialises per folder. On SQLite the in-process write lock already serialises every writer."""
-        if self._lock_writes:
-            return
+        """Take the folder's write lock first (PostgreSQL row lock; SQLite RESERVED lock), so that a
+        read-modify-write of flags serialises with every other writer (other listeners, the MTA,
+        other processes) and a SQLite transaction never reads and then fails to upgrade."""
         r = await s.execute(update(Folder).where(Folder.id == folder_id).values(uidnext=Folder.uidnext))
         if not r.rowcount:  # type: ignore[attr-defined]
             raise StoreError("mailbox no longer exists", "NONEXISTENT")
