@@ -83,6 +83,7 @@ class RelayConfig:
     workers: int = 8
     dns_server: str = ""  # host:port of the resolver to ask; empty = the system resolver
     static_routes: dict[str, str] = field(default_factory=dict)  # domain -> host:port
+    routes_file: str = ""  # JSON {domain: "host:port"} re-read when it changes (dev trust spaces)
 
 
 @dataclass
@@ -101,6 +102,8 @@ class TrustConfig:
     list_url: str = ""  # or the URL it is pulled from (HTTPS, trust-space CA pinned)
     list_ca: str = ""  # CA file pinned for list_url
     signature_cert: str = ""  # the trust authority's certificate (detached signature check)
+    checksum_url: str = ""  # a published SHA-256 checksum of the list, also required to match
+    tls_server_name: str = ""  # TLS name to verify for list_url when its host differs (loopback setups)
     refresh_minutes: int = 15
     max_shrink_ratio: float = 0.10  # refuse a list that loses more than this share of domains
 
@@ -125,9 +128,15 @@ class MllpConfig:
 @dataclass
 class DmpConfig:
     url: str = ""  # ITI-41 endpoint; empty = no DMP leg (refused at intake)
-    cert: str = ""
+    registry_url: str = ""  # ITI-57/ITI-18 endpoint; empty = the sibling /registry of url
+    cert: str = ""  # the structure's ORG certificate chain (mutual TLS)
     key: str = ""
-    anchors: str = ""
+    signing_cert: str = ""  # the structure's seal certificate for the VIHF; empty = cert
+    signing_key: str = ""
+    anchors: str = ""  # CA file for the DMP's server certificate
+    server_hostname: str = ""  # TLS name to verify when the URL host differs (loopback setups)
+    source_id: str = "1.2.250.1.213.1.1.9.999"  # XDS sourceId (OID) of this PFI
+    secteur_activite: str = "SA25^1.2.250.1.71.4.2.4"  # VIHF Secteur_Activite
     concurrency: int = 8
     timeout: float = 30.0
 

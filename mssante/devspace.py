@@ -88,6 +88,7 @@ class DevAuthority:
         self.passphrase_file = root / "passphrase"
         self.list_path = root / "liste-blanche.xml"
         self.operators_file = root / "operators.json"
+        self.routes_file = root / "routes.json"
 
     def exists(self) -> bool:
         return self.passphrase_file.exists() and self.pki_dir.exists()
@@ -115,10 +116,13 @@ class DevAuthority:
         data: dict[str, dict[str, str]] = json.loads(self.operators_file.read_text())
         return data
 
-    def add_operator(self, domain: str, dn: str, description: str, now: dt.datetime) -> None:
+    def add_operator(self, domain: str, dn: str, description: str, now: dt.datetime, *, mta: str = "") -> None:
         ops = self.operators()
-        ops[domain] = {"dn": dn, "description": description}
+        ops[domain] = {"dn": dn, "description": description, "mta": mta}
         _write_public(self.operators_file, json.dumps(ops, indent=2, sort_keys=True).encode())
+        # Loopback operators have no MX records: the relay reads their MTA addresses from here.
+        routes = {d: o["mta"] for d, o in ops.items() if o.get("mta")}
+        _write_public(self.routes_file, json.dumps(routes, indent=2, sort_keys=True).encode())
         self.publish(now)
 
     def publish(self, now: dt.datetime) -> None:
@@ -230,15 +234,16 @@ async def init_operator(
         hostname, domains=[domain, hostname], org=organisation, structure_id=structure_id, department=department,
         out_dir=tls_dir / "server", now=now,
     )
-    authority.add_operator(domain, server.subject_dn, f"Dev operator {domain}", now)
-
     listeners = listeners_for(ports_offset)
+    authority.add_operator(domain, server.subject_dn, f"Dev operator {domain}", now, mta=listeners["mta"])
     sections: dict[str, dict[str, Any]] = {
         "operator": {"domain": domain, "hostname": hostname, "organisation": organisation,
                      "structure_id": structure_id, "department": department},
         "tls": {"cert": str(server.chain_path), "key": str(server.key_path), "anchors": str(space.anchors_path),
                 "intermediates": str(space.intermediates_path), "crls": [str(p) for p in space.crl_paths]},
-        "trust": {"list_path": str(authority.list_path)},
+        # A dev trust space is tiny: one operator leaving is a large share, so the shrink guard is off.
+        "trust": {"list_path": str(authority.list_path), "refresh_minutes": 1, "max_shrink_ratio": 1.0},
+        "relay": {"routes_file": str(authority.routes_file)},
         "listeners": listeners,
         "mllp": {"environment": "test"},
     }

@@ -89,11 +89,16 @@ class Gateway:
 
 async def serve_forever(config: Config) -> int:
     gateway = Gateway(config)
-    await gateway.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    # Handlers first: a SIGTERM that arrives while listeners are starting still stops cleanly.
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    try:
+        await gateway.start()
+    except BaseException:
+        await gateway.stop()
+        raise
     print(f"mssante serving {config.operator.domain}; http on {config.listeners.http or 'off'}", flush=True)
     try:
         await stop.wait()

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 9d9265ecca1b
+Revision ID: 3ec6ea37f0ad
 Revises: 
-Create Date: 2026-11-23 19:09:07.088057
+Create Date: 2026-11-23 19:32:27.961824
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 
-revision: str = '9d9265ecca1b'
+revision: str = '3ec6ea37f0ad'
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -63,6 +63,40 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_mailbox_cert_sha256'), ['cert_sha256'], unique=False)
         batch_op.create_index(batch_op.f('ix_mailbox_owner_idnps'), ['owner_idnps'], unique=False)
 
+    op.create_table('trust_enrolment_token',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('token_sha256', sa.String(length=64), nullable=False),
+    sa.Column('note', sa.String(length=200), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('expires_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('used_at', sa.DateTime(timezone=True), nullable=True),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_trust_enrolment_token')),
+    sa.UniqueConstraint('token_sha256', name=op.f('uq_trust_enrolment_token_token_sha256'))
+    )
+    op.create_table('y_delivery',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('sender_key', sa.String(length=200), nullable=False),
+    sa.Column('control_id', sa.String(length=200), nullable=False),
+    sa.Column('message_type', sa.String(length=20), nullable=False),
+    sa.Column('action', sa.String(length=10), nullable=False),
+    sa.Column('patient_ins', sa.String(length=20), nullable=True),
+    sa.Column('sender_mailbox', sa.String(length=320), nullable=False),
+    sa.Column('source', sa.String(length=10), nullable=False),
+    sa.Column('actor', sa.String(length=500), nullable=False),
+    sa.Column('ack_reception', sa.Boolean(), nullable=False),
+    sa.Column('ack_lecture', sa.Boolean(), nullable=False),
+    sa.Column('ack_endpoint', sa.String(length=300), nullable=False),
+    sa.Column('ack_context', sa.JSON(), nullable=True),
+    sa.Column('ack', sa.Text(), nullable=False),
+    sa.Column('warnings', sa.JSON(), nullable=True),
+    sa.Column('received_at', sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_y_delivery')),
+    sa.UniqueConstraint('sender_key', 'control_id', name='uq_y_delivery_sender_control')
+    )
+    with op.batch_alter_table('y_delivery', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_y_delivery_patient_ins'), ['patient_ins'], unique=False)
+        batch_op.create_index(batch_op.f('ix_y_delivery_received_at'), ['received_at'], unique=False)
+
     op.create_table('folder',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('mailbox_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -87,6 +121,74 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_mailbox_delegate')),
     sa.UniqueConstraint('mailbox_id', 'delegate', name=op.f('uq_mailbox_delegate_mailbox_id'))
     )
+    op.create_table('queue_message',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('blob_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('mail_from', sa.String(length=320), nullable=False),
+    sa.Column('envid', sa.String(length=100), nullable=True),
+    sa.Column('ret', sa.String(length=4), nullable=True),
+    sa.Column('message_id', sa.String(length=998), nullable=True),
+    sa.Column('size', sa.BigInteger(), nullable=False),
+    sa.Column('actor', sa.String(length=500), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['blob_id'], ['blob.id'], name=op.f('fk_queue_message_blob_id_blob')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_queue_message'))
+    )
+    with op.batch_alter_table('queue_message', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_queue_message_blob_id'), ['blob_id'], unique=False)
+
+    op.create_table('trust_join_request',
+    sa.Column('id', sa.String(length=32), nullable=False),
+    sa.Column('poll_secret_sha256', sa.String(length=64), nullable=False),
+    sa.Column('token_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('domain', sa.String(length=253), nullable=False),
+    sa.Column('fqdn', sa.String(length=253), nullable=False),
+    sa.Column('org', sa.String(length=200), nullable=False),
+    sa.Column('structure_id', sa.String(length=40), nullable=False),
+    sa.Column('department', sa.String(length=60), nullable=False),
+    sa.Column('contact', sa.String(length=300), nullable=False),
+    sa.Column('csr_pem', sa.Text(), nullable=False),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('decided_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('decided_by', sa.String(length=200), nullable=True),
+    sa.Column('decision_note', sa.String(length=500), nullable=True),
+    sa.Column('cert_pem', sa.Text(), nullable=True),
+    sa.Column('chain_pem', sa.Text(), nullable=True),
+    sa.Column('serial', sa.String(length=64), nullable=True),
+    sa.Column('subject_dn', sa.String(length=500), nullable=True),
+    sa.ForeignKeyConstraint(['token_id'], ['trust_enrolment_token.id'], name=op.f('fk_trust_join_request_token_id_trust_enrolment_token')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_trust_join_request'))
+    )
+    with op.batch_alter_table('trust_join_request', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_trust_join_request_domain'), ['domain'], unique=False)
+        batch_op.create_index(batch_op.f('ix_trust_join_request_status'), ['status'], unique=False)
+
+    op.create_table('y_leg',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('delivery_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('kind', sa.String(length=8), nullable=False),
+    sa.Column('group', sa.String(length=10), nullable=False),
+    sa.Column('recipient', sa.String(length=320), nullable=False),
+    sa.Column('recipient_id', sa.String(length=64), nullable=False),
+    sa.Column('message_id', sa.String(length=998), nullable=True),
+    sa.Column('blob_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('state', sa.String(length=16), nullable=False),
+    sa.Column('state_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('next_attempt_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('lease_until', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('last_error', sa.Text(), nullable=True),
+    sa.Column('detail', sa.JSON(), nullable=True),
+    sa.ForeignKeyConstraint(['blob_id'], ['blob.id'], name=op.f('fk_y_leg_blob_id_blob')),
+    sa.ForeignKeyConstraint(['delivery_id'], ['y_delivery.id'], name=op.f('fk_y_leg_delivery_id_y_delivery'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_y_leg'))
+    )
+    with op.batch_alter_table('y_leg', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_y_leg_delivery_id'), ['delivery_id'], unique=False)
+        batch_op.create_index('ix_y_leg_due', ['state', 'next_attempt_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_y_leg_message_id'), ['message_id'], unique=False)
+
     op.create_table('expunged',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('folder_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -119,6 +221,90 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_message_blob_id'), ['blob_id'], unique=False)
         batch_op.create_index('ix_message_folder_modseq', ['folder_id', 'modseq'], unique=False)
         batch_op.create_index(batch_op.f('ix_message_message_id'), ['message_id'], unique=False)
+
+    op.create_table('queue_recipient',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('queue_message_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('rcpt', sa.String(length=320), nullable=False),
+    sa.Column('domain', sa.String(length=255), nullable=False),
+    sa.Column('orcpt', sa.String(length=500), nullable=True),
+    sa.Column('notify', sa.String(length=40), nullable=True),
+    sa.Column('status', sa.String(length=10), nullable=False),
+    sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('next_attempt_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('last_error', sa.Text(), nullable=True),
+    sa.Column('last_attempt_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('lease_owner', sa.String(length=100), nullable=True),
+    sa.Column('lease_until', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('delay_notified', sa.Boolean(), nullable=False),
+    sa.ForeignKeyConstraint(['queue_message_id'], ['queue_message.id'], name=op.f('fk_queue_recipient_queue_message_id_queue_message'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_queue_recipient'))
+    )
+    with op.batch_alter_table('queue_recipient', schema=None) as batch_op:
+        batch_op.create_index('ix_queue_recipient_due', ['status', 'next_attempt_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_queue_recipient_queue_message_id'), ['queue_message_id'], unique=False)
+
+    op.create_table('trust_list_entry',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('domain', sa.String(length=253), nullable=False),
+    sa.Column('dn', sa.String(length=500), nullable=False),
+    sa.Column('description', sa.String(length=500), nullable=False),
+    sa.Column('responsable_contact', sa.String(length=300), nullable=False),
+    sa.Column('support_contact', sa.String(length=300), nullable=False),
+    sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('join_request_id', sa.String(length=32), nullable=True),
+    sa.ForeignKeyConstraint(['join_request_id'], ['trust_join_request.id'], name=op.f('fk_trust_list_entry_join_request_id_trust_join_request')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_trust_list_entry')),
+    sa.UniqueConstraint('domain', 'dn', name='uq_trust_list_entry_domain_dn')
+    )
+    with op.batch_alter_table('trust_list_entry', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_trust_list_entry_domain'), ['domain'], unique=False)
+        batch_op.create_index(batch_op.f('ix_trust_list_entry_join_request_id'), ['join_request_id'], unique=False)
+
+    op.create_table('y_ack_outbox',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('delivery_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('leg_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('event', sa.String(length=4), nullable=False),
+    sa.Column('success', sa.Boolean(), nullable=False),
+    sa.Column('error_code', sa.String(length=40), nullable=False),
+    sa.Column('error_label', sa.String(length=300), nullable=False),
+    sa.Column('endpoint', sa.String(length=300), nullable=False),
+    sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('next_attempt_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('sent_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('ack_code', sa.String(length=4), nullable=False),
+    sa.Column('last_error', sa.Text(), nullable=True),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['delivery_id'], ['y_delivery.id'], name=op.f('fk_y_ack_outbox_delivery_id_y_delivery'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['leg_id'], ['y_leg.id'], name=op.f('fk_y_ack_outbox_leg_id_y_leg'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_y_ack_outbox')),
+    sa.UniqueConstraint('leg_id', 'event', 'success', name='uq_y_ack_outbox_leg_event')
+    )
+    with op.batch_alter_table('y_ack_outbox', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_y_ack_outbox_delivery_id'), ['delivery_id'], unique=False)
+        batch_op.create_index('ix_y_ack_outbox_due', ['sent_at', 'next_attempt_at'], unique=False)
+
+    op.create_table('y_mail_cursor',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('folder_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('last_uid', sa.BigInteger(), nullable=False),
+    sa.ForeignKeyConstraint(['folder_id'], ['folder.id'], name=op.f('fk_y_mail_cursor_folder_id_folder'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_y_mail_cursor')),
+    sa.UniqueConstraint('folder_id', name=op.f('uq_y_mail_cursor_folder_id'))
+    )
+    op.create_table('y_state_change',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('leg_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('from_state', sa.String(length=16), nullable=False),
+    sa.Column('to_state', sa.String(length=16), nullable=False),
+    sa.Column('at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('reason', sa.String(length=500), nullable=False),
+    sa.ForeignKeyConstraint(['leg_id'], ['y_leg.id'], name=op.f('fk_y_state_change_leg_id_y_leg'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_y_state_change'))
+    )
+    with op.batch_alter_table('y_state_change', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_y_state_change_leg_id'), ['leg_id'], unique=False)
 
     op.create_table('ann_activity',
     sa.Column('idnps', sa.String(length=12), nullable=False),
@@ -227,8 +413,8 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('idnps', name=op.f('pk_ann_practitioner'))
     )
     with op.batch_alter_table('ann_practitioner', schema=None) as batch_op:
+        batch_op.create_index('ix_ann_practitioner_family_idnps', ['norm_family', 'idnps'], unique=False)
         batch_op.create_index(batch_op.f('ix_ann_practitioner_id_pp'), ['id_pp'], unique=False)
-        batch_op.create_index(batch_op.f('ix_ann_practitioner_norm_family'), ['norm_family'], unique=False)
         batch_op.create_index(batch_op.f('ix_ann_practitioner_norm_given'), ['norm_given'], unique=False)
 
     op.create_table('ann_savoir_faire',
@@ -285,8 +471,8 @@ def downgrade() -> None:
     op.drop_table('ann_savoir_faire')
     with op.batch_alter_table('ann_practitioner', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_ann_practitioner_norm_given'))
-        batch_op.drop_index(batch_op.f('ix_ann_practitioner_norm_family'))
         batch_op.drop_index(batch_op.f('ix_ann_practitioner_id_pp'))
+        batch_op.drop_index('ix_ann_practitioner_family_idnps')
 
     op.drop_table('ann_practitioner')
     with op.batch_alter_table('ann_mailbox', schema=None) as batch_op:
@@ -305,6 +491,26 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_ann_activity_structure_id'))
 
     op.drop_table('ann_activity')
+    with op.batch_alter_table('y_state_change', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_y_state_change_leg_id'))
+
+    op.drop_table('y_state_change')
+    op.drop_table('y_mail_cursor')
+    with op.batch_alter_table('y_ack_outbox', schema=None) as batch_op:
+        batch_op.drop_index('ix_y_ack_outbox_due')
+        batch_op.drop_index(batch_op.f('ix_y_ack_outbox_delivery_id'))
+
+    op.drop_table('y_ack_outbox')
+    with op.batch_alter_table('trust_list_entry', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_trust_list_entry_join_request_id'))
+        batch_op.drop_index(batch_op.f('ix_trust_list_entry_domain'))
+
+    op.drop_table('trust_list_entry')
+    with op.batch_alter_table('queue_recipient', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_queue_recipient_queue_message_id'))
+        batch_op.drop_index('ix_queue_recipient_due')
+
+    op.drop_table('queue_recipient')
     with op.batch_alter_table('message', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_message_message_id'))
         batch_op.drop_index('ix_message_folder_modseq')
@@ -315,11 +521,32 @@ def downgrade() -> None:
         batch_op.drop_index('ix_expunged_folder_modseq')
 
     op.drop_table('expunged')
+    with op.batch_alter_table('y_leg', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_y_leg_message_id'))
+        batch_op.drop_index('ix_y_leg_due')
+        batch_op.drop_index(batch_op.f('ix_y_leg_delivery_id'))
+
+    op.drop_table('y_leg')
+    with op.batch_alter_table('trust_join_request', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_trust_join_request_status'))
+        batch_op.drop_index(batch_op.f('ix_trust_join_request_domain'))
+
+    op.drop_table('trust_join_request')
+    with op.batch_alter_table('queue_message', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_queue_message_blob_id'))
+
+    op.drop_table('queue_message')
     op.drop_table('mailbox_delegate')
     with op.batch_alter_table('folder', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_folder_mailbox_id'))
 
     op.drop_table('folder')
+    with op.batch_alter_table('y_delivery', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_y_delivery_received_at'))
+        batch_op.drop_index(batch_op.f('ix_y_delivery_patient_ins'))
+
+    op.drop_table('y_delivery')
+    op.drop_table('trust_enrolment_token')
     with op.batch_alter_table('mailbox', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_mailbox_owner_idnps'))
         batch_op.drop_index(batch_op.f('ix_mailbox_cert_sha256'))
