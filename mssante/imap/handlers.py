@@ -34,8 +34,6 @@ from mssante.imap.store import DELIMITER, FolderInfo, StoreError
 
 Handler = Callable[[Session, Command], Awaitable[None]]
 
-# Commands after which EXPUNGE responses must not be sent (RFC 3501 §7.4.1).
-NO_EXPUNGE = frozenset({"FETCH", "STORE", "SEARCH", "SORT", "COPY"})
 
 
 # --- any state (RFC 9051 §6.1) ----------------------------------------------------------------------

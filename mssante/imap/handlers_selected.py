@@ -165,6 +165,7 @@ async def cmd_store(s: Session, cmd: Command) -> None:
         if a["silent"] and not (s.condstore and u in changed):
             continue
         n = sel.msn(u)
+        assert n is not None
         items = []
         if not a["silent"]:
             items.append(b"FLAGS " + response.flags(sel.flags[u]))

@@ -69,7 +69,7 @@ def uses_modseq(key: tuple[Any, ...]) -> bool:
         return uses_modseq(key[1]) or uses_modseq(key[2])
     if op == "NOT":
         return uses_modseq(key[1])
-    return op == "MODSEQ"
+    return bool(op == "MODSEQ")
 
 
 def _decode_header(v: bytes) -> str:
@@ -184,27 +184,27 @@ def matches(key: tuple[Any, ...], c: Candidate, ctx: Context, lazy: dict[int, _L
     if op == "UNKEYWORD":
         return key[1] not in f
     if op == "MODSEQ":
-        return c.modseq >= key[1]
+        return bool(c.modseq >= key[1])
     d = c.detail
     if d is None:
         return False
     if op in ("BEFORE", "ON", "SINCE"):
         # RFC 3501: dates compare on the internal date, disregarding time and timezone.
         day = d.internaldate.date()
-        return day < key[1] if op == "BEFORE" else day == key[1] if op == "ON" else day >= key[1]
+        return bool(day < key[1] if op == "BEFORE" else day == key[1] if op == "ON" else day >= key[1])
     if op in ("SENTBEFORE", "SENTON", "SENTSINCE"):
         day2 = _sent_date(d)
         if day2 is None:
             return False
-        return day2 < key[1] if op == "SENTBEFORE" else day2 == key[1] if op == "SENTON" else day2 >= key[1]
+        return bool(day2 < key[1] if op == "SENTBEFORE" else day2 == key[1] if op == "SENTON" else day2 >= key[1])
     if op == "LARGER":
-        return d.size > key[1]
+        return bool(d.size > key[1])
     if op == "SMALLER":
-        return d.size < key[1]
+        return bool(d.size < key[1])
     if op == "OLDER":  # RFC 5032 WITHIN
-        return (ctx.now - d.internaldate).total_seconds() >= key[1]
+        return bool((ctx.now - d.internaldate).total_seconds() >= key[1])
     if op == "YOUNGER":
-        return (ctx.now - d.internaldate).total_seconds() <= key[1]
+        return bool((ctx.now - d.internaldate).total_seconds() <= key[1])
     if lazy is None:
         lazy = {}
     lz = lazy.get(c.uid)

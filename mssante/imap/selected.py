@@ -65,6 +65,7 @@ class SelectedMailbox:
         out = []
         for u in reversed(gone):  # highest first: earlier numbers stay valid while sending
             n = self._remove(u)
+            assert n is not None
             out.append(response.untagged(b"%d EXPUNGE" % n))
         return out
 
@@ -86,6 +87,7 @@ class SelectedMailbox:
                 self.modseqs[m.uid] = m.modseq
                 self.keywords.update(f for f in m.flags if not f.startswith("\\"))
                 n = self.msn(m.uid)
+                assert n is not None
                 line = b"%d FETCH (UID %d FLAGS %s" % (n, m.uid, response.flags(m.flags))
                 if condstore:
                     line += b" MODSEQ (%d)" % m.modseq

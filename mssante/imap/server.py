@@ -204,8 +204,11 @@ class ImapConnection(asyncio.Protocol):
         if fut is None:
             return
         loop = asyncio.get_running_loop()
-        h = loop.call_later(self.ctx.settings.write_timeout,
-                            lambda: fut.done() or fut.set_exception(TimeoutError("client is not reading")))
+        def expire() -> None:
+            if not fut.done():
+                fut.set_exception(TimeoutError("client is not reading"))
+
+        h = loop.call_later(self.ctx.settings.write_timeout, expire)
         try:
             await fut
         except TimeoutError:
@@ -328,7 +331,7 @@ class ImapListener:
 
     @property
     def port(self) -> int:
-        assert self.server is not None
+        assert isinstance(self.server, asyncio.Server)
         return int(self.server.sockets[0].getsockname()[1])
 
     async def stop(self) -> None:

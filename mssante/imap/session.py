@@ -126,7 +126,9 @@ class AuditBatcher:
 class Conn(Protocol):
     tls: bool
     peer: str
-    closed: bool
+
+    @property
+    def closed(self) -> bool: ...
 
     def write(self, data: bytes) -> None: ...
     async def drain(self) -> None: ...
@@ -207,9 +209,8 @@ class Session:
                 ev = await self.conn.next_event(s.idle_timeout if self.state != State.NOT_AUTHENTICATED
                                                 else min(60.0, s.command_timeout))
                 if ev is None:
-                    if self.state != State.LOGOUT:
-                        self.untagged("BYE autologout, idle too long")
-                        await self._drain_quietly()
+                    self.untagged("BYE autologout, idle too long")  # RFC 9051 §5.4
+                    await self._drain_quietly()
                     break
                 if ev is WAKE:
                     continue
@@ -243,7 +244,7 @@ class Session:
             pass
 
     async def execute(self, data: bytes) -> None:
-        from mssante.imap.handlers import HANDLERS, NO_EXPUNGE
+        from mssante.imap.handlers import HANDLERS
 
         if data.strip() == b"":
             return
@@ -276,8 +277,6 @@ class Session:
             log.exception("IMAP %s failed ref=%s", cmd.name, ref)
             self.no(cmd.tag, f"internal error, reference {ref}", "SERVERBUG")
             return
-        if self.selected is not None and cmd.name not in ("SELECT", "EXAMINE", "CLOSE", "UNSELECT", "LOGOUT"):
-            pass  # responses already synced inside the handler
 
     # --- selected mailbox bookkeeping ---------------------------------------------------------------
     def _on_folder_change(self, _folder_id: int) -> None:

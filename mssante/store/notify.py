@@ -15,6 +15,7 @@ The payload is only a folder id: subscribers re-read the folder's HIGHESTMODSEQ 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -115,8 +116,8 @@ class PgFolderNotifier(FolderNotifier):
             if self._conn is not None:
                 try:
                     await self._conn.close()
-                except Exception:  # noqa: BLE001
-                    pass
+                except Exception as e:  # noqa: BLE001 - already broken; log and reconnect
+                    log.debug("closing the LISTEN connection failed: %s", type(e).__name__)
                 self._conn = None
             if not self._stopping:
                 await asyncio.sleep(self._delay)
@@ -129,10 +130,8 @@ class PgFolderNotifier(FolderNotifier):
         self._stopping = True
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001
-                pass
         if self._conn is not None:
             await self._conn.close()
             self._conn = None
