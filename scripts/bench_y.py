@@ -180,6 +180,20 @@ async def paced(port: int, payload: bytes, n: int, rate: float, prefix: str, ser
     return latencies, e2e
 
 
+async def drain(services, timeout: float = 300.0) -> None:
+    from sqlalchemy import func
+
+    from mssante.y.models import YLeg
+
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline:
+        async with services.sessions() as s:
+            n = await s.scalar(select(func.count()).select_from(YLeg).where(YLeg.kind == "mss", YLeg.state == "accepted"))
+        if not n:
+            return
+        await asyncio.sleep(0.2)
+
+
 def ms(v: float) -> str:
     return f"{v * 1000:.1f} ms"
 
@@ -213,8 +227,8 @@ async def main(args: argparse.Namespace) -> None:
             print(f"  throughput: {n} messages, {rate:.0f} accepted/s (AA), refused {refused}; "
                   f"ACK p50 {ms(pct(lat, 50))} p99 {ms(pct(lat, 99))}; "
                   f"process CPU {ms(cpu)} per message (intake + worker running alongside)")
-            # Let the worker catch up before measuring end-to-end latency.
-            await asyncio.sleep(1.0)
+            # Let the worker catch up with the backlog before measuring end-to-end latency.
+            await drain(services)
             pn = max(10, int(args.paced_seconds * args.paced))
             plat, e2e = await paced(server.port, payload, pn, args.paced, f"P{tag}", services, watcher)
             print(f"  paced at {args.paced:.0f}/s: {pn} messages, ACK p50 {ms(pct(plat, 50))} p99 {ms(pct(plat, 99))}; "

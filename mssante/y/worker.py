@@ -214,6 +214,7 @@ class YWorker:
         zam_schedule: Sequence[int] = ZAM_SCHEDULE,
         zam_max_attempts: int = 40,
         batch: int = 100,
+        submit_batch: int = 16,
     ) -> None:
         self.services = services
         self.dmp = dmp
@@ -224,6 +225,9 @@ class YWorker:
         self.zam_schedule = tuple(zam_schedule)
         self.zam_max_attempts = zam_max_attempts
         self.batch = batch
+        # Leg messages per write transaction: small enough that intake commits (ACK AA) interleave with
+        # the worker's on SQLite's single writer, large enough to share one fsync.
+        self.submit_batch = submit_batch
         self.wakeup = services.extras.get("y_wakeup")
         if not isinstance(self.wakeup, asyncio.Event):
             self.wakeup = asyncio.Event()
@@ -262,7 +266,7 @@ class YWorker:
             except Exception:  # noqa: BLE001 - keep tracking; the next round retries
                 log.exception("y worker round failed")
                 busy = 0
-            if busy >= self.batch:
+            if busy >= self.submit_batch:
                 self.wakeup.set()  # more is waiting
 
     async def run_once(self) -> int:
@@ -294,7 +298,7 @@ class YWorker:
             groups: dict[tuple[int, str, int], list[str]] = {}
             for delivery_id, message_id, blob_id, rcpt in rows:
                 groups.setdefault((int(delivery_id), str(message_id), int(blob_id or 0)), []).append(rcpt)
-            keys = list(groups)[: self.batch]
+            keys = list(groups)[: self.submit_batch]
             blobs = {int(i): bytes(d) for i, d in (await s.execute(
                 select(Blob.id, Blob.data).where(Blob.id.in_({k[2] for k in keys})))).all()} if keys else {}
         if not keys:
