@@ -223,11 +223,13 @@ async def cmd_select(s: Session, cmd: Command) -> None:
     if qres is not None and not s.qresync:
         s.bad_response(cmd.tag, "QRESYNC parameter needs ENABLE QRESYNC first")
         return
-    folder = await _folder(s, cmd.args["mailbox"])
-    s.subscribe_folder(folder.id)  # before reading, so that no change slips between
-    msgs = await s.ctx.storage.messages(folder.id)
-    # The folder row was read first: any change made while reading the messages has a MODSEQ above
-    # folder.highestmodseq and is reported again (idempotently) by the next sync.
+    opened = await s.ctx.storage.open_folder(s.mailbox_id, cmd.args["mailbox"])
+    if opened is None:
+        raise StoreError("no such mailbox", "NONEXISTENT")
+    folder, msgs = opened
+    # Subscribing marks the view dirty: the next sync asks the store for anything that changed
+    # since folder.highestmodseq, including what raced with the two reads (idempotently).
+    s.subscribe_folder(folder.id)
     sel = SelectedMailbox(folder, msgs, readonly=readonly)
     s.selected = sel
     s.state = State.SELECTED

@@ -98,6 +98,25 @@ async def cmd_fetch(s: Session, cmd: Command) -> None:
     if changedsince is not None:
         uids = [u for u in uids if sel.modseqs.get(u, 0) > changedsince]
     need_raw = fetchmod.needs_raw(atts)
+    if all(a.name in ("UID", "FLAGS", "MODSEQ") for a in atts):
+        # Answered from the session's view (kept exact by sync): no store round trip. This is
+        # what synchronising clients (mbsync, Thunderbird) send most.
+        for u in uids:
+            n = sel.msn(u)
+            if n is None:
+                continue
+            items = []
+            if cmd.uid or any(a.name == "UID" for a in atts):
+                items.append(b"UID %d" % u)
+            if any(a.name == "FLAGS" for a in atts):
+                items.append(b"FLAGS " + response.flags(sel.flags.get(u, ())))
+            if any(a.name == "MODSEQ" for a in atts) or (s.condstore and changedsince is not None):
+                items.append(b"MODSEQ (%d)" % sel.modseqs.get(u, 0))
+            s.send(b"* %d FETCH (" % n + b" ".join(items) + b")\r\n")
+        await s.conn.drain()
+        await s.flush_updates(allow_expunge=cmd.uid)
+        s.ok(cmd.tag, f"{'UID ' if cmd.uid else ''}FETCH completed")
+        return
     seen_now: set[int] = set()
     if fetchmod.sets_seen(atts) and not sel.readonly:
         unseen = [u for u in uids if "\\Seen" not in sel.flags.get(u, ())]

@@ -118,6 +118,7 @@ class Storage(Protocol):
     async def folder(self, mailbox_id: int, name: str) -> FolderInfo | None: ...
     async def highestmodseq(self, folder_id: int) -> int | None: ...
     async def messages(self, folder_id: int) -> list[MessageMeta]: ...
+    async def open_folder(self, mailbox_id: int, name: str) -> tuple[FolderInfo, list[MessageMeta]] | None: ...
     async def changes_since(self, folder_id: int, modseq: int) -> Changes | None: ...
     async def details(self, folder_id: int, uids: Sequence[int], *, raw: bool) -> list[MessageDetail]: ...
     async def store_flags(self, folder_id: int, uids: Sequence[int], mode: str, flags: Sequence[str],
@@ -194,6 +195,17 @@ class SqlStorage:
             rows = (await s.execute(select(Message.uid, Message.flags, Message.modseq)
                                     .where(Message.folder_id == folder_id).order_by(Message.uid))).all()
         return [MessageMeta(int(u), _flags(f), int(m)) for u, f, m in rows]
+
+    async def open_folder(self, mailbox_id: int, name: str) -> tuple[FolderInfo, list[MessageMeta]] | None:
+        """SELECT: the folder row first, then its messages, on one connection. A change committed
+        between the two reads has a MODSEQ above the folder's and is reported by the next sync."""
+        async with self._sessions() as s:
+            f = await s.scalar(select(Folder).where(Folder.mailbox_id == mailbox_id, Folder.name == name))
+            if f is None:
+                return None
+            rows = (await s.execute(select(Message.uid, Message.flags, Message.modseq)
+                                    .where(Message.folder_id == f.id).order_by(Message.uid))).all()
+        return _finfo(f), [MessageMeta(int(u), _flags(fl), int(m)) for u, fl, m in rows]
 
     async def changes_since(self, folder_id: int, modseq: int) -> Changes | None:
         async with self._sessions() as s:
