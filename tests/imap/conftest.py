@@ -116,7 +116,7 @@ def context(env: Env, **kw: Any) -> ServerContext:
     return ServerContext(
         storage=storage,
         audit_batch=AuditBatcher(storage, sv.audit),
-        authenticator=Authenticator(sv.sessions),
+        authenticator=kw.pop("authenticator", None) or Authenticator(sv.sessions),
         notifier=sv.notifier,
         settings=kw.pop("settings", fast_settings()),
         audit=sv.audit,
