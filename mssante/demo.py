@@ -399,6 +399,20 @@ async def run_demo(real: Path | None = None, *, keep: bool = False, timeout: flo
                + (f"; {dmp_leg['last_error']}" if dmp_leg["last_error"] else ""))
         p.info(f"reference DMP: {reference.requests} request(s), last outcome {reference.last_outcome}")
 
+        p.step(f"Delivery status notification from {PATIENT_DOMAIN} (NOTIFY=SUCCESS, back to the lab's APP mailbox)")
+
+        async def patient_delivered() -> dict[str, Any] | None:
+            v = await view()
+            legs = [leg for leg in v["leg_details"] if leg["group"] == "patient"]
+            return legs[0] if legs and legs[0]["state"] == "delivered" else None
+
+        try:
+            pleg = await _wait("the patient operator's DSN", patient_delivered,
+                               min(deadline, loop.time() + 15))
+            p.info(f"patient leg {pleg['state']}: {json.dumps(pleg['detail'] or {}, ensure_ascii=False)}")
+        except DemoError:
+            p.info("no DSN yet: the patient leg stays 'sent' (accepted by the patient operator's MTA)")
+
         p.step("The prescriber reads the message: its mail client sends the read receipt (MDN) through submission")
         raw_mdn = _mdn(prescriber, lab["address"], mails[0]["message-id"], mails[0].get("subject", ""), now)
         await _submit(ours.port("submission"), prescriber, prescriber_pw, anchors, prescriber, lab["address"], raw_mdn)
