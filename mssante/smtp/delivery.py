@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mssante.smtp.dsn import DsnRecipient, build_dsn
 from mssante.smtp.envelope import RcptParams, domain_of, wants
-from mssante.store.groupcommit import GroupCommitter
+from mssante.store.groupcommit import GroupCommitter, LocalDelivery
 from mssante.store.mail import deliver
 from mssante.store.models import Mailbox
 from mssante.store.queue import NewRecipient, enqueue
@@ -43,7 +44,7 @@ def committer_for(services: Any) -> GroupCommitter:
     c = services.extras.get(COMMITTER_KEY)
     if c is None:
         pg = services.engine.dialect.name == "postgresql"
-        c = GroupCommitter(services.sessions, max_batch=64, workers=2 if pg else 1)
+        c = GroupCommitter(services.sessions, max_batch=128, workers=2 if pg else 1)
         services.extras[COMMITTER_KEY] = c
     return c  # type: ignore[no-any-return]
 
@@ -117,11 +118,13 @@ async def accept(services: Any, acc: Acceptance) -> None:
         )
     audit = services.audit
     local_ids = sorted(set(acc.local.values()))
+    event = audit.event(
+        f"smtp.{acc.listener}.accept", acc.actor, "accepted", mail_from=acc.mail_from,
+        local=sorted(acc.local), remote=list(acc.remote), message_id=acc.message_id, size=len(acc.raw),
+        peer=acc.peer, queue_id=acc.queue_id, **acc.extra_audit,
+    )
 
-    async def job(session: AsyncSession) -> None:
-        if local_ids:
-            await deliver(session, acc.raw, local_ids, internaldate=now, message_id=acc.message_id, envelope=env,
-                          bodystructure=bs)
+    async def extra(session: AsyncSession) -> None:
         if acc.remote:
             await enqueue(
                 session, acc.raw, acc.mail_from,
@@ -131,21 +134,61 @@ async def accept(services: Any, acc: Acceptance) -> None:
             )
         if dsn is not None:
             await deliver_notification(session, services, dsn, acc.mail_from)
-        session.add(audit.event(
-            f"smtp.{acc.listener}.accept", acc.actor, "accepted", mail_from=acc.mail_from,
-            local=sorted(acc.local), remote=list(acc.remote), message_id=acc.message_id, size=len(acc.raw),
-            peer=acc.peer, queue_id=acc.queue_id, **acc.extra_audit,
-        ))
+
+    job: Any
+    if local_ids:
+        # The common case goes through the batched path (one set of statements per group commit).
+        job = LocalDelivery(acc.raw, local_ids, now, acc.message_id, env, bs, event,
+                            extra if (acc.remote or dsn is not None) else None)
+    else:
+        async def job(session: AsyncSession) -> None:
+            await extra(session)
+            session.add(event)
 
     await committer_for(services).submit(job)
     if acc.remote:
         relay_wakeup(services).set()
 
 
+class MailboxCache:
+    """address -> (mailbox id or None) for RCPT checks, kept `ttl` seconds (one SELECT per address per ttl).
+
+    A mailbox closed or created is seen by RCPT within `ttl` seconds (default 2 s); the delivery itself
+    still writes through the current rows.
+    """
+
+    def __init__(self, ttl: float = 2.0, max_entries: int = 100_000) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._items: dict[str, tuple[float, int | None]] = {}
+
+    def get(self, address: str, now: float) -> tuple[bool, int | None]:
+        hit = self._items.get(address)
+        if hit is None or hit[0] < now:
+            return False, None
+        return True, hit[1]
+
+    def put(self, address: str, value: int | None, now: float) -> None:
+        if len(self._items) >= self.max_entries:
+            self._items.clear()
+        self._items[address] = (now + self.ttl, value)
+
+
+CACHE_KEY = "smtp.mailbox_cache"
+
+
 async def local_mailbox(services: Any, address: str) -> int | None:
     """The id of an existing, open local mailbox, or None (RFC 5321 §3.3: 550 5.1.1 at RCPT)."""
+    cache = services.extras.get(CACHE_KEY)
+    if cache is None:
+        cache = services.extras[CACHE_KEY] = MailboxCache()
+    addr = address.lower()
+    now = time.monotonic()
+    found, value = cache.get(addr, now)
+    if found:
+        return value  # type: ignore[no-any-return]
     async with services.sessions() as s:
-        row = (await s.execute(select(Mailbox.id, Mailbox.enabled).where(Mailbox.address == address.lower()))).first()
-    if row is None or not row[1]:
-        return None
-    return int(row[0])
+        row = (await s.execute(select(Mailbox.id, Mailbox.enabled).where(Mailbox.address == addr))).first()
+    value = None if row is None or not row[1] else int(row[0])
+    cache.put(addr, value, now)
+    return value

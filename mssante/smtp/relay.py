@@ -27,7 +27,7 @@ from typing import Any
 
 import aiosmtplib
 
-from mssante.smtp.delivery import deliver_notification, postmaster, relay_wakeup
+from mssante.smtp.delivery import committer_for, deliver_notification, postmaster, relay_wakeup
 from mssante.smtp.dsn import DsnRecipient, build_dsn
 from mssante.smtp.envelope import wants, xtext_encode
 from mssante.smtp.routing import RouteError, Router, Target
@@ -290,7 +290,8 @@ class RelayWorker:
         delayed_dsn = [o for o in deferred if delay_due and not o.recipient.delay_notified
                        and wants(o.recipient.notify, "DELAY")]
         relayed_dsn = [o for o in sent if not o.dsn_relayed and wants(o.recipient.notify, "SUCCESS")]
-        async with services.sessions() as s, s.begin():
+        # Through the group committer: concurrent deliveries (one per connection) share one commit.
+        async def job(s: Any) -> None:
             raw: bytes | None = None
             if c.mail_from and (failed or delayed_dsn or relayed_dsn):
                 raw = await Q.load_blob(s, c.blob_id)
@@ -323,6 +324,8 @@ class RelayWorker:
                                            queue_message=c.queue_message_id))
             if raw is not None and relayed_dsn:
                 await self._notify(s, c, raw, relayed_dsn, "relayed", now)
+
+        await committer_for(services).submit(job)
         m = services.metrics
         if m is not None:
             for kind, items in (("sent", sent), ("failed", failed), ("deferred", deferred)):

@@ -11,21 +11,111 @@ alone in its own transaction, so that one failing job never fails the others.
 
 A job is `async def job(session) -> T`; it must be safe to run twice on a fresh transaction after a
 rollback (it only writes through `session`).
+
+`LocalDelivery` jobs (a message for local mailboxes, the bulk of an MTA's writes) are not run one by one:
+`deliver_many` stores the whole batch with a fixed number of statements (blobs, folders, one UID/MODSEQ
+range per folder, messages, audit events), whatever the batch size. It keeps the rules of
+mssante.store.mail.deliver: a blob stored once per content, UIDs strictly ascending and never reused
+(RFC 3501 §2.3.1.1), one MODSEQ per change (RFC 7162 §3.1), folder row locks held until commit, and
+on PostgreSQL a pg_notify per folder delivered at commit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import hashlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from sqlalchemy import insert, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from mssante.store.mail import NOTIFY_CHANNEL, MailboxError
+from mssante.store.models import AuditEvent, Blob, Folder, Message
 
 log = logging.getLogger("mssante.store.groupcommit")
 
 T = TypeVar("T")
-Job = Callable[[AsyncSession], Awaitable[Any]]
+
+
+@dataclass
+class LocalDelivery:
+    """One message for local mailboxes (INBOX), with its audit event and optional extra work."""
+
+    raw: bytes
+    mailbox_ids: Sequence[int]
+    internaldate: dt.datetime
+    message_id: str | None = None
+    envelope: Any | None = None
+    bodystructure: Any | None = None
+    audit: AuditEvent | None = None  # added in the same transaction
+    then: Callable[[AsyncSession], Awaitable[Any]] | None = None  # e.g. queue remote recipients, DSNs
+
+
+Job = Callable[[AsyncSession], Awaitable[Any]] | LocalDelivery
+
+
+async def deliver_many(session: AsyncSession, items: Sequence[LocalDelivery], folder: str = "INBOX") -> None:
+    """Store a batch of local deliveries with a constant number of statements. The caller commits."""
+    if not items:
+        return
+    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+    digests = {}
+    for it in items:
+        digests.setdefault(hashlib.sha256(it.raw).hexdigest(), it.raw)
+    ins: Any = (postgresql.insert(Blob) if dialect == "postgresql" else sqlite.insert(Blob)).on_conflict_do_nothing(
+        index_elements=["sha256"])
+    await session.execute(ins, [{"sha256": d, "size": len(r), "data": r} for d, r in digests.items()])
+    blob_ids = {str(h): int(i) for i, h in (await session.execute(
+        select(Blob.id, Blob.sha256).where(Blob.sha256.in_(list(digests))))).all()}
+    box_ids = sorted({b for it in items for b in it.mailbox_ids})
+    folder_of = {int(m): int(f) for m, f in (await session.execute(
+        select(Folder.mailbox_id, Folder.id).where(Folder.mailbox_id.in_(box_ids), Folder.name == folder))).all()}
+    missing = [b for b in box_ids if b not in folder_of]
+    if missing:
+        raise MailboxError(f"mailbox {missing[0]} has no folder {folder!r}")
+    counts = Counter(folder_of[b] for it in items for b in it.mailbox_ids)
+    if dialect == "postgresql":  # lock in id order: concurrent batches never deadlock on folder rows
+        await session.execute(select(Folder.id).where(Folder.id.in_(sorted(counts))).order_by(Folder.id).with_for_update())
+    # One UPDATE per distinct count: each folder's UID and MODSEQ ranges in one statement.
+    next_uid: dict[int, int] = {}
+    next_modseq: dict[int, int] = {}
+    by_count: dict[int, list[int]] = {}
+    for f, c in counts.items():
+        by_count.setdefault(c, []).append(f)
+    for c, fids in by_count.items():
+        rows = (await session.execute(
+            update(Folder).where(Folder.id.in_(fids))
+            .values(uidnext=Folder.uidnext + c, highestmodseq=Folder.highestmodseq + c)
+            .returning(Folder.id, Folder.uidnext, Folder.highestmodseq)
+        )).all()
+        for fid, uidnext, modseq in rows:
+            next_uid[int(fid)] = int(uidnext) - c  # first allocated UID
+            next_modseq[int(fid)] = int(modseq) - c + 1
+    messages = []
+    for it in items:
+        blob_id = blob_ids[hashlib.sha256(it.raw).hexdigest()]
+        for b in it.mailbox_ids:
+            f = folder_of[b]
+            uid, modseq = next_uid[f], next_modseq[f]
+            next_uid[f], next_modseq[f] = uid + 1, modseq + 1
+            messages.append({"folder_id": f, "uid": uid, "blob_id": blob_id, "flags": "", "modseq": modseq,
+                             "internaldate": it.internaldate, "size": len(it.raw), "message_id": it.message_id,
+                             "envelope": it.envelope, "bodystructure": it.bodystructure})
+    await session.execute(insert(Message), messages)
+    events = [it.audit for it in items if it.audit is not None]
+    if events:
+        await session.execute(insert(AuditEvent), [
+            {"at": e.at, "action": e.action, "actor": e.actor, "outcome": e.outcome, "details": e.details}
+            for e in events])
+    if dialect == "postgresql":
+        for f in sorted(counts):
+            await session.execute(text("SELECT pg_notify(:ch, :payload)"), {"ch": NOTIFY_CHANNEL, "payload": str(f)})
 
 
 class CommitterClosed(RuntimeError):
@@ -56,12 +146,12 @@ class GroupCommitter:
         if not self._tasks:
             self._tasks = [asyncio.create_task(self._run(), name=f"groupcommit-{i}") for i in range(self._workers)]
 
-    async def submit(self, job: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    async def submit(self, job: Callable[[AsyncSession], Awaitable[T]] | LocalDelivery) -> Any:
         """Run `job` in a shared transaction; return its result once that transaction has committed."""
         if self._closed:
             raise CommitterClosed("the store is shutting down")
         self.start()
-        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((job, fut))
         return await fut
 
@@ -150,10 +240,23 @@ class GroupCommitter:
     async def _run_batch(self, batch: list[tuple[Job, asyncio.Future[Any]]]) -> list[Any]:
         async with self._sessions() as session:
             async with session.begin():
-                results = []
+                deliveries = [job for job, _ in batch if isinstance(job, LocalDelivery)]
+                if deliveries:
+                    try:
+                        await deliver_many(session, deliveries)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as e:
+                        if len(batch) == 1:
+                            raise _JobFailed(0, e) from e
+                        raise  # not attributable to one job: the caller retries each alone
+                results: list[Any] = []
                 for i, (job, _) in enumerate(batch):
                     try:
-                        results.append(await job(session))
+                        if isinstance(job, LocalDelivery):
+                            results.append(await job.then(session) if job.then is not None else None)
+                        else:
+                            results.append(await job(session))
                     except asyncio.CancelledError:
                         raise
                     except Exception as e:

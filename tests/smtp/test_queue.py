@@ -140,3 +140,36 @@ async def test_group_commit_shares_transactions(sessions) -> None:
 async def _list(sessions) -> list[Q.QueueRow]:
     async with sessions() as s:
         return await Q.list_queue(s)
+
+
+async def test_batched_local_delivery_keeps_uid_rules(sessions) -> None:
+    from mssante.store.groupcommit import LocalDelivery
+    from mssante.store.models import AuditEvent, Blob, Folder
+
+    async with sessions() as s, s.begin():
+        a = (await create_mailbox(s, "a@op-a.test", "PER")).id
+        b = (await create_mailbox(s, "b@op-a.test", "PER")).id
+        await deliver(s, b"Subject: first\r\n\r\nx\r\n", [a], internaldate=T0)  # UID 1 in a's INBOX
+    gc = GroupCommitter(sessions, max_batch=64)
+    ev = __import__("mssante.observability.audit", fromlist=["Audit"]).Audit(sessions, lambda: T0)
+    same = b"Subject: same\r\n\r\nshared body\r\n"
+    jobs = [LocalDelivery(same, [a, b], T0, "<s@x>", None, None, ev.event("t", "x"))]
+    jobs += [LocalDelivery(f"Subject: {i}\r\n\r\n{i}\r\n".encode(), [a], T0, f"<{i}@x>") for i in range(20)]
+    jobs.append(LocalDelivery(b"Subject: broken\r\n\r\n", [999999], T0))  # no such mailbox
+    results = await asyncio.gather(*(gc.submit(j) for j in jobs), return_exceptions=True)
+    assert isinstance(results[-1], Exception) and all(r is None for r in results[:-1])
+    await gc.close()
+    async with sessions() as s:
+        rows = (await s.execute(select(Message.folder_id, Message.uid, Message.modseq))).all()
+        folders = {f.id: f for f in (await s.scalars(select(Folder).where(Folder.name == "INBOX"))).all()}
+        assert await s.scalar(select(func.count()).select_from(Blob)) == 22  # "same" stored once
+        assert await s.scalar(select(func.count()).select_from(AuditEvent)) == 1
+    by_folder: dict[int, list[tuple[int, int]]] = {}
+    for f, uid, modseq in rows:
+        by_folder.setdefault(f, []).append((uid, modseq))
+    for f, items in by_folder.items():
+        uids = sorted(u for u, _ in items)
+        assert uids == list(range(1, len(uids) + 1))  # dense, ascending, never reused
+        assert len({m for _, m in items}) == len(items)  # one MODSEQ per change
+        assert folders[f].uidnext == len(uids) + 1 and folders[f].highestmodseq == max(m for _, m in items)
+    assert sorted(len(v) for v in by_folder.values()) == [1, 22]
