@@ -192,3 +192,10 @@ async def local_mailbox(services: Any, address: str) -> int | None:
     value = None if row is None or not row[1] else int(row[0])
     cache.put(addr, value, now)
     return value
+
+
+async def close_committer(services: Any) -> None:
+    """Finish pending acceptances and stop the shared group committer (call after stopping the listeners)."""
+    c = services.extras.pop(COMMITTER_KEY, None)
+    if c is not None:
+        await c.close()
