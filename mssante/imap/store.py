@@ -135,6 +135,20 @@ class Storage(Protocol):
     async def status(self, folder_id: int) -> FolderStatus: ...
 
 
+_MAX_BATCH = 64  # operations per group commit
+
+
+class _Batch:
+    def __init__(self, session: AsyncSession, done: asyncio.Future[None]) -> None:
+        self.session = session
+        self.done = done
+        self.lock = asyncio.Lock()
+        self.members = 0
+        self.served = 0
+        self.closing = False
+        self.failed: BaseException | None = None
+
+
 class SqlStorage:
     """Storage over mssante.store (SQLite or PostgreSQL). `published` is called after each commit
     with the folder ids that changed, for in-process wake-ups (mssante.store.notify)."""
@@ -145,19 +159,88 @@ class SqlStorage:
         self._published = published
         self._new_uidvalidity = new_uidvalidity
         bind = sessions.kw.get("bind")
-        # SQLite has one writer at a time and its busy handler sleeps (1, 2, 5, 10... ms) while it
-        # waits: writers of this process queue on an asyncio lock instead, without sleeping.
-        self._lock_writes = bind is None or bind.dialect.name == "sqlite"
-        self._wlock = asyncio.Lock()
+        # SQLite has one writer at a time, its busy handler sleeps (1, 2, 5, 10... ms) while it waits
+        # and every commit is an fsync: writers of this process share group-committed transactions.
+        self._group = bind is None or bind.dialect.name == "sqlite"
+        self._wlock = asyncio.Lock()  # held by the open batch from BEGIN to COMMIT
+        self._batch: _Batch | None = None
+        self._opening: asyncio.Future[None] | None = None
+        self.batches = 0  # statistics: transactions committed by group commit
+        self.batched = 0  # operations they carried
 
     @contextlib.asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncSession]:
-        if self._lock_writes:
-            async with self._wlock, self._sessions() as s, s.begin():
-                yield s
-        else:
+        """One write operation in a transaction. On SQLite, operations that arrive while a batch is
+        open join it: they run one after another on its connection and ALL wait for its single
+        COMMIT before returning, so nothing is acknowledged before it is durable (group commit).
+        Invariant: an operation raises StoreError only before its first real write; any other
+        exception fails (rolls back) the whole batch, and every member reports an error."""
+        if not self._group:
             async with self._sessions() as s, s.begin():
                 yield s
+            return
+        loop = asyncio.get_running_loop()
+        while True:
+            b = self._batch
+            if b is not None and not b.closing and b.served < _MAX_BATCH:
+                break
+            if self._opening is None:
+                self._opening = opening = loop.create_future()
+                try:
+                    await self._wlock.acquire()
+                    b = _Batch(self._sessions(), loop.create_future())
+                    await b.session.begin()
+                    self._batch = b
+                finally:
+                    self._opening = None
+                    opening.set_result(None)
+                break
+            await asyncio.shield(self._opening)
+        b.members += 1
+        failed: BaseException | None = None
+        try:
+            async with b.lock:
+                b.served += 1
+                if b.failed is not None:
+                    raise StoreError("transaction failed", "SERVERBUG")
+                try:
+                    yield b.session
+                except StoreError:
+                    raise
+                except BaseException as e:
+                    b.failed = e
+                    raise
+        except BaseException as e:
+            failed = e
+        finally:
+            b.members -= 1
+            if b.members == 0 and not b.closing:
+                await self._finish(b)
+        if failed is not None:
+            raise failed
+        await asyncio.shield(b.done)
+
+    async def _finish(self, b: _Batch) -> None:
+        b.closing = True
+        if self._batch is b:
+            self._batch = None
+        try:
+            if b.failed is None:
+                await b.session.commit()
+                self.batches += 1
+                self.batched += b.served
+                b.done.set_result(None)
+            else:
+                await b.session.rollback()
+                b.done.set_exception(StoreError("transaction failed", "SERVERBUG"))
+        except Exception as e:
+            if not b.done.done():
+                b.done.set_exception(e)
+        finally:
+            await b.session.close()
+            self._wlock.release()
+            if b.done.done() and not b.done.cancelled():
+                b.done.exception()  # retrieved: members that already failed do not await it
 
     async def add_events(self, events: Sequence[Any]) -> None:
         """Audit events (mssante.observability.audit.Audit.event) written in one transaction."""
@@ -450,11 +533,11 @@ class SqlStorage:
                 raise StoreError("target mailbox exists", "ALREADYEXISTS")
             if new.startswith(old + DELIMITER):
                 raise StoreError("cannot move a mailbox into itself", "CANNOT")
-            for n, fid in names.items():
-                if n == old or n.startswith(old + DELIMITER):
-                    nn = new + n[len(old):]
-                    check_name(nn)
-                    await s.execute(update(Folder).where(Folder.id == fid).values(name=nn))
+            moves = [(fid, new + n[len(old):]) for n, fid in names.items() if n == old or n.startswith(old + DELIMITER)]
+            for _fid, nn in moves:
+                check_name(nn)  # before the first write (the group-commit invariant above)
+            for fid, nn in moves:
+                await s.execute(update(Folder).where(Folder.id == fid).values(name=nn))
             parts = new.split(DELIMITER)
             for i in range(1, len(parts)):
                 n = DELIMITER.join(parts[:i])
