@@ -156,14 +156,14 @@ async def queue_drain(space: Space, base: Path, sender: Operator, receiver_gw: G
                       rcpts: list[str]) -> tuple[float, float]:
     """Messages queued at `sender` for the receiver (running in its own process), drained by a relay worker."""
     from mssante.smtp.relay import RelayWorker
-    from mssante.store import queue as Q
+    from mssante.store import queue as qstore
 
     now = dt.datetime.now(dt.timezone.utc)
     async with sender.services.sessions() as s, s.begin():
         for i in range(n):
             rcpt = rcpts[i % len(rcpts)]
-            await Q.enqueue(s, body(size, i, rcpt).replace(b"sec@op-b.test", b"sec@op-b.test"), "sec@op-b.test",
-                            [Q.NewRecipient(rcpt)], now=now)
+            await qstore.enqueue(s, body(size, i, rcpt).replace(b"sec@op-b.test", b"sec@op-b.test"), "sec@op-b.test",
+                            [qstore.NewRecipient(rcpt)], now=now)
     sender.services.config.relay.static_routes = {"op-a.test": f"127.0.0.1:{receiver_gw.port}"}
     sender.services.config.relay.per_domain_concurrency = DRAIN_CONNECTIONS
     sender.services.config.relay.workers = DRAIN_CONNECTIONS
@@ -175,7 +175,7 @@ async def queue_drain(space: Space, base: Path, sender: Operator, receiver_gw: G
     elapsed = time.perf_counter() - t0
     print(f"  relay (sending) process CPU {(sum(me.cpu_times()[:2]) - my0) * 1000 / n:5.2f} ms/msg")
     async with sender.services.sessions() as s:
-        left = await Q.depth(s)
+        left = await qstore.depth(s)
     if left:
         print(f"  warning: {left} recipients still queued after the drain")
     return n / elapsed, (receiver_gw.cpu() - cpu0) * 1000 / n

@@ -45,7 +45,7 @@ def _utcnow() -> dt.datetime:
 class AuthFailure(StrEnum):
     BAD_CREDENTIALS = "BAD_CREDENTIALS"  # unknown account, wrong password, disabled mailbox
     RATE_LIMITED = "RATE_LIMITED"
-    BAD_TOKEN = "BAD_TOKEN"
+    BAD_TOKEN = "BAD_TOKEN"  # noqa: S105 (a reason code, not a secret)
     NOT_OWNER = "NOT_OWNER"  # valid token or certificate, but not for the mailbox asked for
     BAD_CERTIFICATE = "BAD_CERTIFICATE"  # missing, invalid, revoked
     UNKNOWN_CERTIFICATE = "UNKNOWN_CERTIFICATE"  # valid but registered on no mailbox

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from mssante.observability.audit import Audit
-from mssante.store import queue as Q
+from mssante.store import queue as qstore
 from mssante.store.db import make_engine, make_sessions
 
 
@@ -46,7 +46,7 @@ def _run(args: argparse.Namespace, body: Callable[[Any, Audit], Awaitable[int]])
 
     try:
         return asyncio.run(main())
-    except Q.QueueError as e:
+    except qstore.QueueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except Exception as e:  # a database that cannot be opened, a missing table: one clear line
@@ -57,7 +57,7 @@ def _run(args: argparse.Namespace, body: Callable[[Any, Audit], Awaitable[int]])
 def _cmd_list(args: argparse.Namespace) -> int:
     async def body(sessions: Any, audit: Audit) -> int:
         async with sessions() as s:
-            rows = await Q.list_queue(s, limit=args.limit)
+            rows = await qstore.list_queue(s, limit=args.limit)
         if not rows:
             print("queue is empty")
             return 0
@@ -75,9 +75,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
 def _cmd_show(args: argparse.Namespace) -> int:
     async def body(sessions: Any, audit: Audit) -> int:
         async with sessions() as s:
-            found = await Q.get_message(s, args.id)
+            found = await qstore.get_message(s, args.id)
         if found is None:
-            raise Q.QueueError(f"no queued message {args.id}")
+            raise qstore.QueueError(f"no queued message {args.id}")
         m, rcpts = found
         print(f"queue message {m.id}")
         print(f"  from:        <{m.mail_from}>")
@@ -97,10 +97,10 @@ def _cmd_show(args: argparse.Namespace) -> int:
 def _cmd_retry(args: argparse.Namespace) -> int:
     async def body(sessions: Any, audit: Audit) -> int:
         async with sessions() as s, s.begin():
-            n = await Q.retry_now(s, _now(), args.id)
+            n = await qstore.retry_now(s, _now(), args.id)
             s.add(audit.event("queue.retry", _actor(), "ok", queue_message=args.id, recipients=n))
         if n == 0:
-            raise Q.QueueError(f"no queued message {args.id}")
+            raise qstore.QueueError(f"no queued message {args.id}")
         print(f"{n} recipient(s) of message {args.id} due now")
         return 0
 
@@ -110,7 +110,7 @@ def _cmd_retry(args: argparse.Namespace) -> int:
 def _cmd_flush(args: argparse.Namespace) -> int:
     async def body(sessions: Any, audit: Audit) -> int:
         async with sessions() as s, s.begin():
-            n = await Q.retry_now(s, _now(), None)
+            n = await qstore.retry_now(s, _now(), None)
             s.add(audit.event("queue.flush", _actor(), "ok", recipients=n))
         print(f"{n} recipient(s) due now (a running relay worker picks them up at its next pass)")
         return 0
@@ -121,7 +121,7 @@ def _cmd_flush(args: argparse.Namespace) -> int:
 def _cmd_drop(args: argparse.Namespace) -> int:
     async def body(sessions: Any, audit: Audit) -> int:
         async with sessions() as s, s.begin():
-            n = await Q.drop(s, args.id)
+            n = await qstore.drop(s, args.id)
             s.add(audit.event("queue.drop", _actor(), "ok", queue_message=args.id, recipients=n))
         print(f"dropped message {args.id} ({n} recipient(s)); no DSN is sent")
         return 0

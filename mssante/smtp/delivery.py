@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +29,7 @@ from mssante.store.queue import NewRecipient, enqueue
 
 log = logging.getLogger("mssante.smtp.delivery")
 
+_summarize: Callable[[bytes], tuple[Any, Any]] | None
 try:  # the IMAP slice's summariser (ENVELOPE/BODYSTRUCTURE JSON); optional
     from mssante.imap.mime import summarize as _summarize
 except ImportError:  # pragma: no cover - depends on the IMAP package being present

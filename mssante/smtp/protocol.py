@@ -29,7 +29,7 @@ from aiosmtpd.smtp import SMTP, Session, TLSSetupException
 
 from mssante.auth import sasl
 from mssante.auth.service import AuthResult, Identity
-from mssante.smtp import replies as R
+from mssante.smtp import replies
 from mssante.smtp.envelope import Transaction, parse_mail, parse_rcpt
 from mssante.smtp.replies import SmtpReply, with_enhanced
 
@@ -257,7 +257,7 @@ class GatewaySMTP(SMTP):
     async def _handle_client(self) -> None:
         if self.peers is not None:
             if not self.peers.acquire(self._peer_ip, time.monotonic()):
-                await self.push(R.TOO_MANY_CONNECTIONS)
+                await self.push(replies.TOO_MANY_CONNECTIONS)
                 assert self.transport is not None
                 self.transport.close()
                 return
@@ -268,10 +268,10 @@ class GatewaySMTP(SMTP):
         # RFC 5321 §4.5.3.2: the server may close after its timeout; say so first.
         if self.transport is not None and not self.transport.is_closing():
             try:
-                self.transport.write(R.TIMEOUT.encode() + b"\r\n")
-            except Exception:  # the transport may be half torn down
-                pass
-        super()._timeout_cb()
+                self.transport.write(replies.TIMEOUT.encode() + b"\r\n")  # type: ignore[attr-defined]
+            except Exception as e:  # the transport may be half torn down
+                log.debug("could not send the timeout reply: %s", type(e).__name__)
+        super()._timeout_cb()  # type: ignore[no-untyped-call]
 
     @property
     def tls_active(self) -> bool:
@@ -297,7 +297,7 @@ class GatewaySMTP(SMTP):
         if status[:1] == "5":
             self._errors += 1
             if self.limits.bad_command_limit and self._errors >= self.limits.bad_command_limit:
-                await super().push(R.TOO_MANY_ERRORS)
+                await super().push(replies.TOO_MANY_ERRORS)
                 if self.transport is not None:
                     self.transport.close()
 
@@ -308,18 +308,18 @@ class GatewaySMTP(SMTP):
                      type(error.__cause__).__name__)
             return "454 4.7.0 TLS not available due to temporary reason"
         log.error("smtp %s internal error ref=%s: %s", self.policy.listener, ref, type(error).__name__, exc_info=error)
-        return R.TEMPFAIL.format(ref=ref)
+        return replies.TEMPFAIL.format(ref=ref)
 
     def _set_rset_state(self) -> None:
-        super()._set_rset_state()
+        super()._set_rset_state()  # type: ignore[no-untyped-call]
         self.tx = None
 
     def _set_post_data_state(self) -> None:
-        super()._set_post_data_state()
+        super()._set_post_data_state()  # type: ignore[no-untyped-call]
         self.tx = None
 
     # --- commands ----------------------------------------------------------------------------------------
-    async def smtp_EHLO(self, hostname: str) -> None:
+    async def smtp_EHLO(self, hostname: str) -> None:  # noqa: N802 (aiosmtpd dispatch)
         if not hostname:
             await self.push("501 5.5.4 Syntax: EHLO hostname")
             return
@@ -341,7 +341,7 @@ class GatewaySMTP(SMTP):
         finally:
             self._in_ehlo = False
 
-    async def smtp_HELO(self, hostname: str) -> None:
+    async def smtp_HELO(self, hostname: str) -> None:  # noqa: N802 (aiosmtpd dispatch)
         if not hostname:
             await self.push("501 5.5.4 Syntax: HELO hostname")
             return
@@ -354,7 +354,7 @@ class GatewaySMTP(SMTP):
         finally:
             self._in_ehlo = False
 
-    async def smtp_STARTTLS(self, arg: str) -> None:
+    async def smtp_STARTTLS(self, arg: str) -> None:  # noqa: N802 (aiosmtpd dispatch)
         """RFC 3207: as aiosmtpd's, with the compact TLS protocol (see CompactSSLProtocol)."""
         if arg:
             await self.push("501 5.5.4 Syntax: STARTTLS")
@@ -367,7 +367,7 @@ class GatewaySMTP(SMTP):
         self._tls_protocol = CompactSSLProtocol(self.loop, self, self.tls_context, waiter, server_side=True)
         self._original_transport = self.transport
         assert self._original_transport is not None
-        self._original_transport.set_protocol(self._tls_protocol)  # type: ignore[attr-defined]
+        self._original_transport.set_protocol(self._tls_protocol)
         self.transport = self._tls_protocol._app_transport
         # RFC 3207 §4.2 / STARTTLS injection: connection_made() (aiosmtpd) clears the plaintext read buffer
         # and resets the session once the handshake completes.
@@ -379,23 +379,23 @@ class GatewaySMTP(SMTP):
         except Exception as error:
             raise TLSSetupException() from error
 
-    async def smtp_VRFY(self, arg: str) -> None:
+    async def smtp_VRFY(self, arg: str) -> None:  # noqa: N802 (aiosmtpd dispatch)
         # RFC 5321 §3.5.3 allows 252; never confirm an address (no enumeration).
         await self.push("252 2.5.0 Cannot VRFY user, but will accept message for local recipients")
 
-    async def smtp_HELP(self, arg: str) -> None:
+    async def smtp_HELP(self, arg: str) -> None:  # noqa: N802 (aiosmtpd dispatch)
         await self.push("214 2.0.0 See RFC 5321")
 
     async def _check_ready(self) -> bool:
         if not self.tls_active:  # RFC 3207 §4
-            await self.push(R.STARTTLS_FIRST)
+            await self.push(replies.STARTTLS_FIRST)
             return False
         if not self.gsession.host_name:
             await self.push("503 5.5.1 Send EHLO first")
             return False
         return True
 
-    async def smtp_MAIL(self, arg: str | None) -> None:
+    async def smtp_MAIL(self, arg: str | None) -> None:  # noqa: N802 (aiosmtpd dispatch)
         if not await self._check_ready():
             return
         if self.tx is not None:
@@ -411,7 +411,7 @@ class GatewaySMTP(SMTP):
         self.tx = tx
         await self.push(reply)
 
-    async def smtp_RCPT(self, arg: str | None) -> None:
+    async def smtp_RCPT(self, arg: str | None) -> None:  # noqa: N802 (aiosmtpd dispatch)
         if not await self._check_ready():
             return
         tx = self.tx
@@ -419,12 +419,12 @@ class GatewaySMTP(SMTP):
             await self.push("503 5.5.1 Need MAIL command")
             return
         if len(tx.recipients) >= self.limits.max_recipients:
-            await self.push(R.TOO_MANY_RCPTS)
+            await self.push(replies.TOO_MANY_RCPTS)
             return
         try:
             rp = parse_rcpt(arg or "", dsn=self.gsession.extended_smtp)
             if any(r.address.lower() == rp.address.lower() for r in tx.recipients):
-                await self.push(R.RCPT_OK)  # a duplicate recipient gets one copy
+                await self.push(replies.RCPT_OK)  # a duplicate recipient gets one copy
                 return
             tx.recipients.append(rp)
             try:
@@ -437,7 +437,7 @@ class GatewaySMTP(SMTP):
             return
         await self.push(reply)
 
-    async def smtp_DATA(self, arg: str) -> None:
+    async def smtp_DATA(self, arg: str) -> None:  # noqa: N802 (aiosmtpd dispatch)
         if not await self._check_ready():
             return
         tx = self.tx
@@ -450,7 +450,7 @@ class GatewaySMTP(SMTP):
         if arg:
             await self.push("501 5.5.4 Syntax: DATA")
             return
-        await self.push(R.START_DATA)
+        await self.push(replies.START_DATA)
         self._reset_timeout(self.limits.data_timeout)  # the whole DATA phase has its own budget
         raw, problem = await self._read_data()
         self._reset_timeout()
@@ -482,7 +482,7 @@ class GatewaySMTP(SMTP):
                 line = await reader.readuntil(b"\n")
             except asyncio.LimitOverrunError as e:
                 await reader.readexactly(e.consumed)
-                problem = problem or R.LINE_TOO_LONG
+                problem = problem or replies.LINE_TOO_LONG
                 parts = []
                 continue
             except asyncio.IncompleteReadError:
@@ -492,9 +492,9 @@ class GatewaySMTP(SMTP):
             # RFC 5321 §2.3.8: CR and LF only as CRLF. A bare LF or CR can hide a second end-of-data
             # for a downstream server ("SMTP smuggling"): refuse the whole message.
             if len(line) < 2 or line[-2] != 13 or b"\r" in line[:-2]:
-                problem = problem or R.BARE_CR_LF
+                problem = problem or replies.BARE_CR_LF
             if len(line) > max_line:
-                problem = problem or R.LINE_TOO_LONG
+                problem = problem or replies.LINE_TOO_LONG
             if line[:1] == b".":
                 line = line[1:]
             size += len(line)
@@ -504,9 +504,9 @@ class GatewaySMTP(SMTP):
                 else:
                     header_size += len(line)
                     if header_size > max_header:
-                        problem = problem or R.HEADER_TOO_BIG
+                        problem = problem or replies.HEADER_TOO_BIG
             if size > max_size:
-                problem = problem or R.TOO_BIG
+                problem = problem or replies.TOO_BIG
             if problem is None:
                 parts.append(line)
             elif parts:
@@ -515,10 +515,10 @@ class GatewaySMTP(SMTP):
             return b"", problem
         return b"".join(parts), None
 
-    async def smtp_AUTH(self, arg: str) -> None:
+    async def smtp_AUTH(self, arg: str) -> None:  # noqa: N802 (aiosmtpd dispatch)
         session = self.gsession
         if not self.tls_active:
-            await self.push(R.STARTTLS_FIRST)
+            await self.push(replies.STARTTLS_FIRST)
             return
         if self.authenticator is None or not self.auth_mechanisms:
             await self.push("502 5.5.1 AUTH not available on this listener")
@@ -547,7 +547,7 @@ class GatewaySMTP(SMTP):
             await self.push("501 5.5.2 Cannot decode SASL response")
             return
         except _Cancelled:
-            await self.push(R.AUTH_CANCELLED)
+            await self.push(replies.AUTH_CANCELLED)
             return
         await self._auth_done(mech, login, result)
 
@@ -598,14 +598,14 @@ class GatewaySMTP(SMTP):
         if result.ok and result.identity is not None:
             session.identity = result.identity
             session.authenticated = True
-            await self.push(R.AUTH_OK)
+            await self.push(replies.AUTH_OK)
             return
         if self.metrics is not None:
             self.metrics.auth_failures.labels("smtp").inc()
         if audit is not None:
             await audit.record("auth.login", login[:320], "failure", protocol="smtp", mechanism=mech,
                                reason=str(result.reason), remote=self._peer_ip)
-        await self.push(R.AUTH_TEMPFAIL if result.temporary else R.AUTH_INVALID)
+        await self.push(replies.AUTH_TEMPFAIL if result.temporary else replies.AUTH_INVALID)
 
 
 class _Cancelled(Exception):

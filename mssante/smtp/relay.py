@@ -31,7 +31,7 @@ from mssante.smtp.delivery import committer_for, deliver_notification, postmaste
 from mssante.smtp.dsn import DsnRecipient, build_dsn
 from mssante.smtp.envelope import wants, xtext_encode
 from mssante.smtp.routing import RouteError, Router, Target
-from mssante.store import queue as Q
+from mssante.store import queue as qstore
 
 log = logging.getLogger("mssante.smtp.relay")
 
@@ -40,7 +40,7 @@ log = logging.getLogger("mssante.smtp.relay")
 class Outcome:
     """The result of one attempt for one recipient."""
 
-    recipient: Q.ClaimedRecipient
+    recipient: qstore.ClaimedRecipient
     kind: str  # "sent" | "temporary" | "permanent"
     status: str  # enhanced status code
     diagnostic: str  # the remote reply or our reason
@@ -138,11 +138,11 @@ class RelayWorker:
         """Claim what is due and try it; returns the number of recipients attempted."""
         now = self.services.now()
         async with self.services.sessions() as s, s.begin():
-            claims = await Q.claim(s, self.owner, now=now, schedule=self.schedule, lease_seconds=self.lease_seconds,
+            claims = await qstore.claim(s, self.owner, now=now, schedule=self.schedule, lease_seconds=self.lease_seconds,
                                    limit=self.batch)
         if not claims:
             return 0
-        by_domain: dict[str, list[Q.Claim]] = {}
+        by_domain: dict[str, list[qstore.Claim]] = {}
         for c in claims:
             by_domain.setdefault(c.domain, []).append(c)
         tasks = []
@@ -152,10 +152,10 @@ class RelayWorker:
         await asyncio.gather(*tasks)
         if self.services.metrics is not None:
             async with self.services.sessions() as s:
-                self.services.metrics.queue_depth.set(await Q.depth(s))
+                self.services.metrics.queue_depth.set(await qstore.depth(s))
         return sum(len(c.recipients) for c in claims)
 
-    async def _deliver_domain(self, domain: str, claims: list[Q.Claim]) -> None:
+    async def _deliver_domain(self, domain: str, claims: list[qstore.Claim]) -> None:
         async with self.workers:
             try:
                 smtp, target = await self._connect(domain)
@@ -178,7 +178,7 @@ class RelayWorker:
                                                        target.host) for r in c.recipients])
                         rest = [r.id for cc in claims[i + 1:] for r in cc.recipients]
                         async with self.services.sessions() as s, s.begin():
-                            await Q.release_unattempted(s, rest, self.services.now())
+                            await qstore.release_unattempted(s, rest, self.services.now())
                         return
                     await self._record(c, outcomes)
             finally:
@@ -223,9 +223,9 @@ class RelayWorker:
                 continue
         raise Temporary("; ".join(errors) or f"no route to {domain}")
 
-    async def _send(self, smtp: aiosmtplib.SMTP, target: Target, c: Q.Claim) -> list[Outcome]:
+    async def _send(self, smtp: aiosmtplib.SMTP, target: Target, c: qstore.Claim) -> list[Outcome]:
         async with self.services.sessions() as s:
-            raw = await Q.load_blob(s, c.blob_id)
+            raw = await qstore.load_blob(s, c.blob_id)
         dsn_ok = smtp.supports_extension("dsn")
         opts: list[str] = []
         if smtp.supports_extension("size"):
@@ -248,7 +248,7 @@ class RelayWorker:
             return [Outcome(r, kind, _reply_status(e.code, e.message), f"{e.code} {e.message}", target.host)
                     for r in c.recipients]
         outcomes: dict[int, Outcome] = {}
-        accepted: list[Q.ClaimedRecipient] = []
+        accepted: list[qstore.ClaimedRecipient] = []
         for r in c.recipients:
             ropts: list[str] = []
             if dsn_ok:
@@ -279,7 +279,7 @@ class RelayWorker:
         return [outcomes[r.id] for r in c.recipients]
 
     # --- bookkeeping -----------------------------------------------------------------------------------
-    async def _record(self, c: Q.Claim, outcomes: Sequence[Outcome]) -> None:
+    async def _record(self, c: qstore.Claim, outcomes: Sequence[Outcome]) -> None:
         services = self.services
         now = services.now()
         expired = now - c.created_at >= self.max_age
@@ -294,9 +294,9 @@ class RelayWorker:
         async def job(s: Any) -> None:
             raw: bytes | None = None
             if c.mail_from and (failed or delayed_dsn or relayed_dsn):
-                raw = await Q.load_blob(s, c.blob_id)
+                raw = await qstore.load_blob(s, c.blob_id)
             if sent:
-                await Q.mark_sent(s, [o.recipient.id for o in sent])
+                await qstore.mark_sent(s, [o.recipient.id for o in sent])
                 s.add(services.audit.event("smtp.relay.sent", "relay", "sent", domain=c.domain,
                                            rcpts=[o.recipient.rcpt for o in sent], message_id=c.message_id,
                                            remote_mta=sent[0].remote_mta, queue_message=c.queue_message_id))
@@ -304,7 +304,7 @@ class RelayWorker:
                 notify = [o for o in failed if wants(o.recipient.notify, "FAILURE")]
                 if raw is not None and notify:
                     await self._notify(s, c, raw, notify, "failed", now)
-                await Q.mark_failed(s, [o.recipient.id for o in failed])
+                await qstore.mark_failed(s, [o.recipient.id for o in failed])
                 s.add(services.audit.event("smtp.relay.failed", "relay", "failed", domain=c.domain,
                                            rcpts=[o.recipient.rcpt for o in failed], message_id=c.message_id,
                                            reason=failed[0].diagnostic[:300], expired=expired,
@@ -315,9 +315,9 @@ class RelayWorker:
                 notified = {o.recipient.id for o in delayed_dsn}
                 plain = [o.recipient.id for o in deferred if o.recipient.id not in notified]
                 if notified:
-                    await Q.mark_deferred(s, list(notified), deferred[0].diagnostic, delay_notified=True)
+                    await qstore.mark_deferred(s, list(notified), deferred[0].diagnostic, delay_notified=True)
                 if plain:
-                    await Q.mark_deferred(s, plain, deferred[0].diagnostic)
+                    await qstore.mark_deferred(s, plain, deferred[0].diagnostic)
                 s.add(services.audit.event("smtp.relay.deferred", "relay", "deferred", domain=c.domain,
                                            rcpts=[o.recipient.rcpt for o in deferred], message_id=c.message_id,
                                            reason=deferred[0].diagnostic[:300], attempts=deferred[0].recipient.attempts,
@@ -332,7 +332,7 @@ class RelayWorker:
                 if items:
                     m.relay_attempts.labels(kind).inc(len(items))
 
-    async def _notify(self, s: Any, c: Q.Claim, raw: bytes, outcomes: Sequence[Outcome], action: str,
+    async def _notify(self, s: Any, c: qstore.Claim, raw: bytes, outcomes: Sequence[Outcome], action: str,
                       now: dt.datetime) -> None:
         until = c.created_at + self.max_age if action == "delayed" else None
         dsn = build_dsn(

@@ -65,7 +65,7 @@ async def deliver_many(session: AsyncSession, items: Sequence[LocalDelivery], fo
     if not items:
         return
     dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-    digests = {}
+    digests: dict[str, bytes] = {}
     for it in items:
         digests.setdefault(hashlib.sha256(it.raw).hexdigest(), it.raw)
     ins: Any = (postgresql.insert(Blob) if dialect == "postgresql" else sqlite.insert(Blob)).on_conflict_do_nothing(
@@ -212,7 +212,7 @@ class GroupCommitter:
                     break
                 self.batches += 1
                 self.jobs += len(live)
-                for (_, f), r in zip(live, results):
+                for (_, f), r in zip(live, results, strict=True):
                     if not f.done():
                         f.set_result(r)
                 break

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 
 
@@ -45,10 +46,8 @@ class RawClient:
 
     async def close(self) -> None:
         self.writer.close()
-        try:
+        with contextlib.suppress(Exception):
             await self.writer.wait_closed()
-        except Exception:
-            pass
 
 
 def message(frm: str, to: str, subject: str = "test", body: str = "Bonjour.\r\n", mid: str | None = None) -> bytes:

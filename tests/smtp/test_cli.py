@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from mssante.observability.audit import Audit  # noqa: F401
 from mssante.smtp import cli
-from mssante.store import queue as Q
+from mssante.store import queue as qstore
 from mssante.store.base import Base
 from mssante.store.db import make_engine, make_sessions
 from mssante.store.models import AuditEvent
@@ -42,7 +42,7 @@ def db(tmp_path: Path) -> str:
         async with eng.begin() as c:
             await c.run_sync(Base.metadata.create_all)
         async with make_sessions(eng)() as s, s.begin():
-            await Q.enqueue(s, b"Subject: x\r\n\r\nx\r\n", "a@op-a.test", [Q.NewRecipient("b@op-b.test")],
+            await qstore.enqueue(s, b"Subject: x\r\n\r\nx\r\n", "a@op-a.test", [qstore.NewRecipient("b@op-b.test")],
                             now=dt.datetime.now(dt.timezone.utc), message_id="<m1@op-a.test>")
         await eng.dispose()
 

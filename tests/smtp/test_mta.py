@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import ssl
 
 import aiosmtplib
@@ -92,9 +91,7 @@ async def test_no_client_certificate_is_refused(ops: dict[str, Operator], space:
 
 
 async def test_untrusted_ca_fails_the_handshake(ops: dict[str, Operator], space: Space, tmp_path) -> None:
-    from operators import Space as S
-
-    other = S.create(tmp_path / "other")
+    other = Space.create(tmp_path / "other")
     rogue = other.issue_serv("op-b.test", tmp_path / "rogue")
     a = ops["a"]
     ctx = other.client_ctx(rogue)

@@ -8,7 +8,7 @@ import datetime as dt
 import pytest
 from sqlalchemy import func, select
 
-from mssante.store import queue as Q
+from mssante.store import queue as qstore
 from mssante.store.base import Base
 from mssante.store.db import make_engine, make_sessions
 from mssante.store.groupcommit import GroupCommitter
@@ -32,11 +32,11 @@ async def sessions(db_url: str):
 
 async def test_claim_records_attempt_before_trying(sessions) -> None:
     async with sessions() as s, s.begin():
-        await Q.enqueue(s, b"Subject: x\r\n\r\nx\r\n", "a@op-a.test",
-                        [Q.NewRecipient("b1@op-b.test"), Q.NewRecipient("b2@op-b.test", "rfc822;b2@op-b.test", "NEVER"),
-                         Q.NewRecipient("c@op-c.test")], now=T0, envid="E1", ret="HDRS", message_id="<m@x>")
+        await qstore.enqueue(s, b"Subject: x\r\n\r\nx\r\n", "a@op-a.test",
+                        [qstore.NewRecipient("b1@op-b.test"), qstore.NewRecipient("b2@op-b.test", "rfc822;b2@op-b.test", "NEVER"),
+                         qstore.NewRecipient("c@op-c.test")], now=T0, envid="E1", ret="HDRS", message_id="<m@x>")
     async with sessions() as s, s.begin():
-        claims = await Q.claim(s, "w1", now=T0, schedule=SCHEDULE)
+        claims = await qstore.claim(s, "w1", now=T0, schedule=SCHEDULE)
     assert sorted((c.domain, len(c.recipients)) for c in claims) == [("op-b.test", 2), ("op-c.test", 1)]
     b = next(c for c in claims if c.domain == "op-b.test")
     assert b.envid == "E1" and b.ret == "HDRS" and {r.notify for r in b.recipients} == {None, "NEVER"}
@@ -44,45 +44,45 @@ async def test_claim_records_attempt_before_trying(sessions) -> None:
     assert all(r.attempts == 1 for r in rows.values())
     assert rows["b1@op-b.test"].next_attempt_at == T0 + dt.timedelta(seconds=60)
     async with sessions() as s, s.begin():  # leased: nothing more to claim, even when due
-        assert await Q.claim(s, "w2", now=T0 + dt.timedelta(seconds=30), schedule=SCHEDULE) == []
+        assert await qstore.claim(s, "w2", now=T0 + dt.timedelta(seconds=30), schedule=SCHEDULE) == []
     # A crashed worker: at the recorded retry time the rows are claimable again, attempt 2.
     async with sessions() as s, s.begin():
-        again = await Q.claim(s, "w2", now=T0 + dt.timedelta(seconds=61), schedule=SCHEDULE)
+        again = await qstore.claim(s, "w2", now=T0 + dt.timedelta(seconds=61), schedule=SCHEDULE)
     assert sum(len(c.recipients) for c in again) == 3
     rows = {r.rcpt: r for r in await _list(sessions)}
     assert rows["c@op-c.test"].attempts == 2
     assert rows["c@op-c.test"].next_attempt_at == T0 + dt.timedelta(seconds=61 + 300)
     async with sessions() as s, s.begin():
-        await Q.mark_sent(s, [r.id for c in again for r in c.recipients])
+        await qstore.mark_sent(s, [r.id for c in again for r in c.recipients])
     assert await _list(sessions) == []
     async with sessions() as s:
-        assert await s.scalar(select(func.count()).select_from(Q.QueueMessage)) == 0
+        assert await s.scalar(select(func.count()).select_from(qstore.QueueMessage)) == 0
 
 
 async def test_admin_operations(sessions) -> None:
     async with sessions() as s, s.begin():
-        qid = await Q.enqueue(s, b"x\r\n", "a@op-a.test", [Q.NewRecipient("b@op-b.test")], now=T0)
-        await Q.claim(s, "w", now=T0, schedule=SCHEDULE)
+        qid = await qstore.enqueue(s, b"x\r\n", "a@op-a.test", [qstore.NewRecipient("b@op-b.test")], now=T0)
+        await qstore.claim(s, "w", now=T0, schedule=SCHEDULE)
     async with sessions() as s, s.begin():
-        await Q.mark_deferred(s, [r.recipient_id for r in await Q.list_queue(s)], "421 busy")
+        await qstore.mark_deferred(s, [r.recipient_id for r in await qstore.list_queue(s)], "421 busy")
     async with sessions() as s, s.begin():
-        assert await Q.retry_now(s, T0 + dt.timedelta(seconds=1)) == 1
+        assert await qstore.retry_now(s, T0 + dt.timedelta(seconds=1)) == 1
     async with sessions() as s:
-        m, rcpts = await Q.get_message(s, qid)
+        m, rcpts = await qstore.get_message(s, qid)
         assert rcpts[0].last_error == "421 busy"
     async with sessions() as s, s.begin():
-        assert await Q.drop(s, qid) == 1
+        assert await qstore.drop(s, qid) == 1
     async with sessions() as s, s.begin():
-        with pytest.raises(Q.QueueError):
-            await Q.drop(s, qid)
-    with pytest.raises(Q.QueueError):
-        Q.domain_of("nodomain")
+        with pytest.raises(qstore.QueueError):
+            await qstore.drop(s, qid)
+    with pytest.raises(qstore.QueueError):
+        qstore.domain_of("nodomain")
 
 
 def test_retry_schedule() -> None:
-    assert Q.next_delay([60, 300], 1) == dt.timedelta(seconds=60)
-    assert Q.next_delay([60, 300], 2) == dt.timedelta(seconds=300)
-    assert Q.next_delay([60, 300], 9) == dt.timedelta(seconds=300)  # the last value repeats
+    assert qstore.next_delay([60, 300], 1) == dt.timedelta(seconds=60)
+    assert qstore.next_delay([60, 300], 2) == dt.timedelta(seconds=300)
+    assert qstore.next_delay([60, 300], 9) == dt.timedelta(seconds=300)  # the last value repeats
 
 
 async def test_concurrent_claimers_on_postgresql_never_share(pg_url: str) -> None:
@@ -92,13 +92,13 @@ async def test_concurrent_claimers_on_postgresql_never_share(pg_url: str) -> Non
     sessions = make_sessions(eng)
     async with sessions() as s, s.begin():
         for i in range(40):
-            await Q.enqueue(s, f"m{i}\r\n".encode(), "a@op-a.test", [Q.NewRecipient(f"r{i}@op-b.test")], now=T0)
+            await qstore.enqueue(s, f"m{i}\r\n".encode(), "a@op-a.test", [qstore.NewRecipient(f"r{i}@op-b.test")], now=T0)
 
     async def worker(name: str) -> list[int]:
         got: list[int] = []
         while True:
             async with sessions() as s, s.begin():
-                claims = await Q.claim(s, name, now=T0, schedule=SCHEDULE, limit=3)
+                claims = await qstore.claim(s, name, now=T0, schedule=SCHEDULE, limit=3)
                 await asyncio.sleep(0.01)  # hold the row locks while the other worker claims
             if not claims:
                 return got
@@ -137,9 +137,9 @@ async def test_group_commit_shares_transactions(sessions) -> None:
     assert uids == list(range(1, 61))  # every acknowledged delivery committed once, UIDs dense
 
 
-async def _list(sessions) -> list[Q.QueueRow]:
+async def _list(sessions) -> list[qstore.QueueRow]:
     async with sessions() as s:
-        return await Q.list_queue(s)
+        return await qstore.list_queue(s)
 
 
 async def test_batched_local_delivery_keeps_uid_rules(sessions) -> None:

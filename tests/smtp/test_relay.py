@@ -17,7 +17,7 @@ from conftest import start
 from dnsserver import DnsServer
 from operators import PASSWORD, Operator, Space, make_operator, refresh_trust, utcnow
 from mssante.smtp.relay import RelayWorker
-from mssante.store import queue as Q
+from mssante.store import queue as qstore
 from mssante.store.models import AuditEvent, Blob, Message
 
 
@@ -71,7 +71,7 @@ async def mesh(space: Space, tmp_path: Path) -> AsyncIterator[Mesh]:
         "x": await make_operator(space, tmp_path / "x", "op-x.test", ip=IPS["x"], relay=relay, listed=False),
     }
     refresh_trust(space, *ops.values())
-    for key, op in ops.items():
+    for op in ops.values():
         m = __import__("mssante.smtp.server", fromlist=["start_mta"])
         lst = await m.start_mta(op.services, f"{op.ip}:{port}")
         op.listeners.append(lst)
@@ -104,9 +104,9 @@ async def inbox(op: Operator, address: str) -> list[bytes]:
     return [bytes(r[0]) for r in rows]
 
 
-async def queue_rows(op: Operator) -> list[Q.QueueRow]:
+async def queue_rows(op: Operator) -> list[qstore.QueueRow]:
     async with op.services.sessions() as s:
-        return await Q.list_queue(s)
+        return await qstore.list_queue(s)
 
 
 async def test_exchange_between_operators_via_dns(mesh: Mesh, space: Space) -> None:
@@ -135,7 +135,7 @@ async def test_background_worker_delivers(mesh: Mesh, space: Space) -> None:
     await b.add_mailbox("dr.b")
     w = await RelayWorker(a.services, mx_port=mesh.port, timeout=10, poll_interval=30).start()
     try:
-        for i in range(5):
+        for _ in range(5):
             await submit(a, space, "dr.a@op-a.test", ["dr.b@op-b.test"], message("dr.a@op-a.test", "dr.b@op-b.test"))
         for _ in range(200):  # woken by the acceptance, not by polling
             if len(await inbox(b, "dr.b@op-b.test")) == 5:
@@ -177,7 +177,7 @@ async def test_remote_down_retried_then_delayed_then_failure_dsn(mesh: Mesh, spa
 
 
 async def test_remote_with_unlisted_certificate_is_not_used(mesh: Mesh, space: Space) -> None:
-    a, b, x = mesh.ops["a"], mesh.ops["b"], mesh.ops["x"]
+    a, x = mesh.ops["a"], mesh.ops["x"]
     await a.add_mailbox("dr.a")
     await x.add_mailbox("dr.b")
     mesh.dns.records[("mx.op-b.test.", "A")] = [x.ip]  # op-b's MX now answers with op-x's certificate

@@ -20,7 +20,7 @@ from conftest import start  # noqa: E402
 from issuer import AUDIENCE, ISSUER, LocalIssuer  # noqa: E402
 from operators import PASSWORD, Operator, Space, make_operator, refresh_trust  # noqa: E402
 from mssante.store.models import AuditEvent, Blob, MailboxDelegate  # noqa: E402
-from mssante.store import queue as Q  # noqa: E402
+from mssante.store import queue as qstore  # noqa: E402
 
 IDNPS = "810000000001"
 
@@ -54,7 +54,7 @@ async def sub(space: Space, tmp_path: Path) -> AsyncIterator[Sub]:
     await op.add_mailbox("dr.a", owner_idnps=IDNPS)
     await op.add_mailbox("dr.c")
     await op.add_mailbox("sec.a")
-    lab_id = await op.add_mailbox("lab", "APP", password=None, cert_sha256=fp)
+    await op.add_mailbox("lab", "APP", password=None, cert_sha256=fp)
     await start(op, mta=False)
     yield Sub(op, issuer, lab, space)
     await op.stop()
@@ -203,7 +203,7 @@ async def test_recipient_rules(sub: Sub) -> None:
     await c.data(message("dr.a@op-a.test", "dr.b@op-b.test"))
     await c.quit()
     async with sub.op.services.sessions() as s:
-        rows = await Q.list_queue(s)
+        rows = await qstore.list_queue(s)
     assert [r.rcpt for r in rows] == ["dr.b@op-b.test"]
     assert len(await blobs(sub.op)) == 1  # one blob shared by the local copy and the queue
 
