@@ -168,6 +168,8 @@ class YIntake:
             limits=Hl7Limits(max_message_bytes=cfg.mllp.max_message_size,
                              max_field_bytes=cfg.mllp.max_message_size),
         )
+        # Set by start_y from the connector it built; tests and tools may set extras["y_dmp_enabled"].
+        self.dmp_enabled = bool(services.extras.get("y_dmp_enabled", bool(cfg.dmp.url)))
         backend = services.engine.dialect.name
         self._committer = committer or GroupCommitter(services.sessions, workers=1 if backend == "sqlite" else 4)
         self._own_committer = committer is None
@@ -271,6 +273,12 @@ class YIntake:
             return IntakeResult(rendered.ack, rendered.code.value)
         plan = rendered.plan
         rule = self._by_key[f"{plan.request.sending_application.namespace}|{plan.request.sending_facility.namespace}"]
+        if plan.dmp and not self.dmp_enabled:
+            # config.dmp: "empty url = no DMP leg (refused at intake)": never AA a leg that cannot go.
+            problem = Problem(ErrorCode.APPLICATION_ERROR, "DESTDMP=Y but this PFI has no DMP connection configured",
+                              Location("OBX", 1, 5))
+            await self._audit_refusal(peer, plan.request.control_id, "AR", problem)
+            return self._refuse(plan.ack_context, problem, AckCode.REJECT)
         delivery_id, ack, duplicate = await self.store(rendered, rule, actor=peer.label, source="mllp")
         wake = self.services.extras.get("y_wakeup")
         if isinstance(wake, asyncio.Event) and not duplicate:
@@ -448,6 +456,7 @@ async def start_y(services: Services, *, dmp: Any = None, address: str | None = 
     if connector is None:
         log.warning("no DMP configured (dmp.url): DMP legs will wait in state 'accepted'")
     runtime = YRuntime(services, dmp=connector if dmp is None else None)
+    services.extras["y_dmp_enabled"] = connector is not None
     addr = address if address is not None else services.config.listeners.mllp
     if addr:
         host, _, port_text = addr.rpartition(":")

@@ -79,7 +79,8 @@ def sender_entry(ack_endpoint: str = "", certificate: str = "") -> dict[str, Any
 
 
 async def make_services(db_url: str, tmp: Path, *, senders: Sequence[dict[str, Any]] = (),
-                        trusted: Sequence[str] = (PATIENT_DOMAIN,), create: bool = True) -> Services:
+                        trusted: Sequence[str] = (PATIENT_DOMAIN,), create: bool = True,
+                        dmp_enabled: bool = True) -> Services:
     cfg = config_from_dict({
         "data_dir": str(tmp), "database": {"url": db_url},
         "operator": {"domain": DOMAIN},
@@ -100,6 +101,7 @@ async def make_services(db_url: str, tmp: Path, *, senders: Sequence[dict[str, A
     trust.install(parse_liste_blanche(xml), now)
     services = Services(config=cfg, engine=engine, sessions=sessions, audit=Audit(sessions, utcnow),
                         metrics=Metrics(), now=utcnow, trust=trust)
+    services.extras["y_dmp_enabled"] = dmp_enabled  # a DmpConnector is given to the worker by each test
     if create:
         async with sessions() as s, s.begin():
             await create_mailbox(s, LAB_MAILBOX, "APP", display_name="Laboratoire", structure_id="1120459876")

@@ -186,3 +186,18 @@ async def test_crlf_and_cr_segment_endings_are_accepted(env) -> None:
     assert msa(await client.send(with_control_id(data.replace(b"\n", b"\r"), "CR1")))[0] == "AA"
     assert msa(await client.send(with_control_id(data.replace(b"\n", b"\r\n"), "CRLF1")))[0] == "AA"
     assert (await counts(services))[0] == 2
+
+
+async def test_dmp_leg_is_refused_when_no_dmp_is_configured(db_url: str, tmp_path: Path) -> None:
+    services = await make_services(db_url, tmp_path, senders=[sender_entry()], dmp_enabled=False)
+    server = await start_mllp(services, host="127.0.0.1", port=0)
+    client = await MllpClient.connect("127.0.0.1", server.port)
+    try:
+        ack = await client.send(segur_bytes())
+        assert msa(ack) == ("AR", "015")
+        assert any("no DMP connection" in e for e in errs(ack))
+        assert await counts(services) == (0, 0, 0, 0)
+    finally:
+        await client.close()
+        await server.stop()
+        await close_services(services)
