@@ -114,6 +114,10 @@ async def serve(args: argparse.Namespace) -> None:
                                 settings=settings)
     print(json.dumps({"port": listener.port, "pid": os.getpid()}), flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until the parent closes stdin
+    st = listener.ctx.storage
+    if getattr(st, "batches", 0):
+        print(f"  server: {st.batched} write operations in {st.batches} group commits; "
+              f"CPU {time.process_time():.1f} s", file=sys.stderr, flush=True)
     await listener.stop()
 
 
@@ -195,6 +199,7 @@ class Conn:
             if ln.endswith(b"}\r\n") and b"{" in ln:
                 n = int(ln[ln.rindex(b"{") + 1 : -3])
                 await self.r.readexactly(n)
+                out.append(ln)
                 continue
             if ln.startswith(tag + b" "):
                 if not ln.startswith(tag + b" OK"):

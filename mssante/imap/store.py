@@ -136,6 +136,7 @@ class Storage(Protocol):
 
 
 _MAX_BATCH = 64  # operations per group commit
+_READERS = 4  # concurrent read sessions on SQLite (+1 writer = the default pool size of 5)
 
 
 class _Batch:
@@ -165,8 +166,20 @@ class SqlStorage:
         self._wlock = asyncio.Lock()  # held by the open batch from BEGIN to COMMIT
         self._batch: _Batch | None = None
         self._opening: asyncio.Future[None] | None = None
+        self._readers = asyncio.Semaphore(_READERS) if self._group else None
         self.batches = 0  # statistics: transactions committed by group commit
         self.batched = 0  # operations they carried
+
+    @contextlib.asynccontextmanager
+    async def _read(self) -> AsyncIterator[AsyncSession]:
+        """A read session. On SQLite at most `_READERS` at once: beyond the pool's 5 kept connections
+        each checkout would open (and close) a new aiosqlite connection and thread."""
+        if self._readers is None:
+            async with self._sessions() as s:
+                yield s
+            return
+        async with self._readers, self._sessions() as s:
+            yield s
 
     @contextlib.asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncSession]:
@@ -259,22 +272,22 @@ class SqlStorage:
                 self._published(fid)
 
     async def folders(self, mailbox_id: int) -> list[FolderInfo]:
-        async with self._sessions() as s:
+        async with self._read() as s:
             rows = (await s.scalars(select(Folder).where(Folder.mailbox_id == mailbox_id))).all()
         return sorted((_finfo(f) for f in rows), key=lambda f: (f.name != "INBOX", f.name))
 
     async def folder(self, mailbox_id: int, name: str) -> FolderInfo | None:
-        async with self._sessions() as s:
+        async with self._read() as s:
             f = await s.scalar(select(Folder).where(Folder.mailbox_id == mailbox_id, Folder.name == name))
         return None if f is None else _finfo(f)
 
     async def highestmodseq(self, folder_id: int) -> int | None:
-        async with self._sessions() as s:
+        async with self._read() as s:
             v = await s.scalar(select(Folder.highestmodseq).where(Folder.id == folder_id))
         return None if v is None else int(v)
 
     async def messages(self, folder_id: int) -> list[MessageMeta]:
-        async with self._sessions() as s:
+        async with self._read() as s:
             rows = (await s.execute(select(Message.uid, Message.flags, Message.modseq)
                                     .where(Message.folder_id == folder_id).order_by(Message.uid))).all()
         return [MessageMeta(int(u), _flags(f), int(m)) for u, f, m in rows]
@@ -282,7 +295,7 @@ class SqlStorage:
     async def open_folder(self, mailbox_id: int, name: str) -> tuple[FolderInfo, list[MessageMeta]] | None:
         """SELECT: the folder row first, then its messages, on one connection. A change committed
         between the two reads has a MODSEQ above the folder's and is reported by the next sync."""
-        async with self._sessions() as s:
+        async with self._read() as s:
             f = await s.scalar(select(Folder).where(Folder.mailbox_id == mailbox_id, Folder.name == name))
             if f is None:
                 return None
@@ -291,7 +304,7 @@ class SqlStorage:
         return _finfo(f), [MessageMeta(int(u), _flags(fl), int(m)) for u, fl, m in rows]
 
     async def changes_since(self, folder_id: int, modseq: int) -> Changes | None:
-        async with self._sessions() as s:
+        async with self._read() as s:
             f = await s.get(Folder, folder_id)
             if f is None:
                 return None
@@ -313,7 +326,7 @@ class SqlStorage:
         if raw:
             cols.append(Blob.data)
         out: list[MessageDetail] = []
-        async with self._sessions() as s:
+        async with self._read() as s:
             for chunk in _chunks(sorted(uids), 500):
                 q = select(*cols).where(Message.folder_id == folder_id, Message.uid.in_(chunk))
                 if raw:
@@ -554,7 +567,7 @@ class SqlStorage:
                 raise StoreError("no such mailbox", "NONEXISTENT")
 
     async def status(self, folder_id: int) -> FolderStatus:
-        async with self._sessions() as s:
+        async with self._read() as s:
             rows = (await s.execute(select(Message.flags, Message.size).where(Message.folder_id == folder_id))).all()
         unseen = deleted = size = 0
         for fl, sz in rows:
