@@ -117,47 +117,48 @@ async def transition(
     error: ZamError | None = None,
 ) -> Outcome:
     """Apply `target` to leg `leg_id` in the caller's transaction (the caller commits)."""
-    leg = await session.get(YLeg, leg_id)
-    if leg is None:
+    row = (await session.execute(
+        select(YLeg.kind, YLeg.state, YLeg.delivery_id, YLeg.detail).where(YLeg.id == leg_id)
+    )).first()
+    if row is None:
         raise LookupError(f"no Y leg {leg_id}")
-    await session.refresh(leg)
-    outcome = decide(leg.kind, leg.state, target)
+    kind, previous, delivery_id, old_detail = row
+    outcome = decide(kind, previous, target)
     if outcome is not Outcome.APPLIED:
         return outcome
-    previous = leg.state
     values: dict[str, Any] = {"state": target, "state_at": now, "lease_until": None}
     if target in TERMINAL or target in (DELIVERED, SENT, QUEUED):
         values["next_attempt_at"] = None
     if error is not None:
         values["last_error"] = f"{error.code} {error.label}"[:1000]
     if detail:
-        merged = dict(leg.detail or {})
+        merged = dict(old_detail or {})
         merged.update(detail)
         values["detail"] = merged
     res = await session.execute(
-        update(YLeg).where(YLeg.id == leg_id, YLeg.state.in_(sources_for(leg.kind, target))).values(**values)
+        update(YLeg).where(YLeg.id == leg_id, YLeg.state.in_(sources_for(kind, target)))
+        .values(**values).execution_options(synchronize_session=False)
     )
     if not res.rowcount:  # type: ignore[attr-defined]
         return Outcome.UNCHANGED  # another worker moved it first
     session.add(YStateChange(leg_id=leg_id, from_state=previous, to_state=target, at=now, reason=reason[:500]))
-    await _queue_zam(session, leg, target, now, error)
-    await session.flush()
-    await session.refresh(leg)
+    await _queue_zam(session, leg_id, int(delivery_id), target, now, error)
     return Outcome.APPLIED
 
 
-async def _queue_zam(session: AsyncSession, leg: YLeg, target: str, now: dt.datetime, error: ZamError | None) -> None:
+async def _queue_zam(session: AsyncSession, leg_id: int, delivery_id: int, target: str, now: dt.datetime,
+                     error: ZamError | None) -> None:
     zam = ZAM_FOR_STATE.get(target)
     if zam is None:
         return
     event, success, flag = zam
-    delivery = await session.get(YDelivery, leg.delivery_id)
+    delivery = await session.get(YDelivery, delivery_id)
     if delivery is None or not getattr(delivery, flag) or not delivery.ack_endpoint:
         return
     if not success and error is None:
         error = ZamError("906", "Autre erreur")
     values = {
-        "delivery_id": delivery.id, "leg_id": leg.id, "event": event, "success": success,
+        "delivery_id": delivery.id, "leg_id": leg_id, "event": event, "success": success,
         "error_code": error.code[:40] if error and not success else "",
         "error_label": error.label[:300] if error and not success else "",
         "endpoint": delivery.ack_endpoint, "attempts": 0, "next_attempt_at": now, "created_at": now,
