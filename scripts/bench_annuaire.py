@@ -16,6 +16,9 @@ How it measures (honestly):
   thousand addresses again and again), misses included;
 - FHIR: the server runs alone in a child process (``python -m annuaire serve``); 50 client tasks in
   this process send a mix of reads and searches over loopback HTTP; latency per request end-to-end.
+  Two runs: closed loop (each client sends its next request as soon as it has the answer: measures
+  saturation throughput; latency = clients / throughput) and open loop (each client sends at a fixed
+  rate, --rate per second, latency counted from the scheduled send time so queueing is included).
 The machine is shared: figures vary with the other users' load; timings are never test assertions.
 """
 
@@ -132,7 +135,7 @@ async def lookups(url: str, n: int) -> dict[str, float]:
     return out
 
 
-async def fhir_latency(url: str, clients: int, total: int) -> dict[str, float]:
+async def fhir_latency(url: str, clients: int, total: int, rate: float) -> dict[str, float]:
     import aiohttp
 
     engine = make_engine(url)
@@ -170,33 +173,46 @@ async def fhir_latency(url: str, clients: int, total: int) -> dict[str, float]:
                 return f"{base}/Practitioner", {"family": rnd.choice(families), "_count": "10"}
             return f"{base}/Organization", {"mailbox-mss": rnd.choice(addrs)[:8], "_count": "10"}
 
-        lat: list[float] = []
-        errors = 0
-        per_client = max(1, total // clients)
+        out: dict[str, float] = {}
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=clients)) as s:
-            async def client() -> None:
-                nonlocal errors
-                for _ in range(per_client):
-                    u, p = query()
-                    t0 = time.perf_counter()
-                    async with s.get(u, params=p) as resp:
-                        await resp.read()
-                        if resp.status != 200:
-                            errors += 1
-                    lat.append(time.perf_counter() - t0)
             for _ in range(50):  # warm-up
                 u, p = query()
                 async with s.get(u, params=p) as resp:
                     await resp.read()
-            t0 = time.perf_counter()
-            await asyncio.gather(*[client() for _ in range(clients)])
-            wall = time.perf_counter() - t0
-        lat.sort()
+            for mode in ("closed", "open"):
+                lat: list[float] = []
+                errors = 0
+                per_client = max(1, total // clients)
 
-        def pct(q: float) -> float:
-            return lat[min(len(lat) - 1, int(q * len(lat)))] * 1000
-        return {"fhir_requests": len(lat), "fhir_errors": errors, "fhir_rps": len(lat) / wall,
-                "fhir_p50_ms": pct(0.50), "fhir_p95_ms": pct(0.95), "fhir_p99_ms": pct(0.99)}
+                async def client(mode: str = mode, lat: list[float] = lat, per_client: int = per_client) -> None:
+                    nonlocal errors
+                    start = time.perf_counter() + random.random() / rate
+                    for k in range(per_client):
+                        u, p = query()
+                        if mode == "open":  # fixed schedule; latency counted from the scheduled time
+                            due = start + k / rate
+                            delay = due - time.perf_counter()
+                            if delay > 0:
+                                await asyncio.sleep(delay)
+                            t0 = due
+                        else:  # closed loop: next request as soon as the previous answer arrived
+                            t0 = time.perf_counter()
+                        async with s.get(u, params=p) as resp:
+                            await resp.read()
+                            if resp.status != 200:
+                                errors += 1
+                        lat.append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                await asyncio.gather(*[client() for _ in range(clients)])
+                wall = time.perf_counter() - t0
+                lat.sort()
+
+                def pct(q: float, lat: list[float] = lat) -> float:
+                    return lat[min(len(lat) - 1, int(q * len(lat)))] * 1000
+                tag = "fhir_closed" if mode == "closed" else f"fhir_open_{clients * rate:.0f}rps"
+                out.update({f"{tag}_requests": len(lat), f"{tag}_errors": errors, f"{tag}_rps": len(lat) / wall,
+                            f"{tag}_p50_ms": pct(0.50), f"{tag}_p95_ms": pct(0.95), f"{tag}_p99_ms": pct(0.99)})
+        return out
     finally:
         server.terminate()
         server.wait(10)
@@ -216,7 +232,7 @@ def bench_backend(name: str, url: str, d0: dict[str, Path], d1: dict[str, Path],
     res.update(reimport_same_s=wall)
     print(f"[{name}] same-file re-import: {wall:.1f}s\n{out.strip()}", flush=True)
     res.update(asyncio.run(lookups(url, a.lookups)))
-    res.update(asyncio.run(fhir_latency(url, a.clients, a.requests)))
+    res.update(asyncio.run(fhir_latency(url, a.clients, a.requests, a.rate)))
     for k, v in res.items():
         print(f"[{name}] {k}: {v:.2f}" if isinstance(v, float) else f"[{name}] {k}: {v}", flush=True)
     return res
@@ -232,6 +248,8 @@ def main() -> int:
     p.add_argument("--workdir", type=Path, default=Path("/tmp/bench_annuaire"))
     p.add_argument("--clients", type=int, default=50)
     p.add_argument("--requests", type=int, default=None)
+    p.add_argument("--rate", type=float, default=10.0,
+                   help="open-loop requests/s per client (the national API caps an application at 17/s)")
     p.add_argument("--lookups", type=int, default=200_000)
     a = p.parse_args()
     mss = a.mss or (600_000 if a.full else 20_000)
