@@ -30,7 +30,7 @@ from mssante.imap.parser import Command
 from mssante.imap.selected import SelectedMailbox
 from mssante.imap.session import WAKE, Logout, Session
 from mssante.imap.state import State
-from mssante.imap.store import DELIMITER, FolderInfo, StoreError
+from mssante.imap.store import DELIMITER, FolderInfo, StoreError, norm_flags
 
 Handler = Callable[[Session, Command], Awaitable[None]]
 
@@ -405,6 +405,8 @@ async def cmd_append(s: Session, cmd: Command) -> None:
         s.no(cmd.tag, "no such mailbox", "TRYCREATE")
         return
     uids: list[int] = []
+    sel = s.selected if s.selected is not None and s.selected.folder.id == f.id else None
+    own = sel is not None and len(cmd.args["messages"]) == 1
     for flags, date, data in cmd.args["messages"]:
         if len(data) > s.ctx.settings.append_limit:
             s.no(cmd.tag, "message exceeds APPENDLIMIT", "TOOBIG")
@@ -412,9 +414,13 @@ async def cmd_append(s: Session, cmd: Command) -> None:
         if not data:
             s.no(cmd.tag, "empty message")
             return
-        uids.append(await s.ctx.storage.append(f.id, data, flags, date or s.ctx.now()))
+        notes = s.notes
+        uid, modseq = await s.ctx.storage.append(f.id, data, flags, date or s.ctx.now())
+        uids.append(uid)
+        if own and sel is not None and sel.add_own(uid, norm_flags(flags), modseq) and s.notes == notes + 1:
+            s.own_change(notes, modseq)  # the view already has it: no need to ask the store again
     await s.audit("imap.append", folder=name, count=len(uids), size=sum(len(m[2]) for m in cmd.args["messages"]))
-    if s.selected is not None and s.selected.folder.id == f.id:
+    if sel is not None:
         await s.flush_updates(allow_expunge=True)
     s.ok(cmd.tag, "APPEND completed", f"APPENDUID {f.uidvalidity} {response.seqset(uids).decode()}")
 

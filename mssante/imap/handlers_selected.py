@@ -66,10 +66,13 @@ async def cmd_expunge(s: Session, cmd: Command) -> None:
         s.no(cmd.tag, "mailbox is read-only", "READ-ONLY")
         return
     only = _resolve(s, cmd) if cmd.uid else None
-    gone = await s.ctx.storage.expunge(sel.folder.id, only, events=s.expunge_events(sel.folder.name))
+    notes = s.notes
+    gone, modseq = await s.ctx.storage.expunge(sel.folder.id, only, events=s.expunge_events(sel.folder.name))
     # Our own expunges first, then whatever else changed (also held-back expunges).
     for line in sel.expunge_now(gone, s.qresync):
         s.send(line)
+    if gone:
+        s.own_change(notes, modseq)
     await s.flush_updates(allow_expunge=True)
     hm = sel.highestmodseq
     s.ok(cmd.tag, "EXPUNGE completed", f"HIGHESTMODSEQ {hm}" if s.condstore and gone else None)

@@ -29,6 +29,7 @@ class SelectedMailbox:
         self.pending_expunge: set[int] = set()  # expunged in the store, not yet announced
         self.saved: list[int] = []  # RFC 5182 SEARCHRES "$" (UIDs)
         self.keywords: set[str] = {f for m in messages for f in m.flags if not f.startswith("\\")}
+        self.announce_exists = False  # an own APPEND added a message: say EXISTS at the next sync
 
     @property
     def exists(self) -> int:
@@ -52,6 +53,18 @@ class SelectedMailbox:
         self.flags.pop(uid, None)
         self.modseqs.pop(uid, None)
         return n
+
+    def add_own(self, uid: int, flags: tuple[str, ...], modseq: int) -> bool:
+        """Our own APPEND to this mailbox, when it directly follows what we know (else: sync)."""
+        if (self.uids and uid <= self.uids[-1]) or modseq != self.highestmodseq + 1 or self.pending_expunge:
+            return False
+        self.uids.append(uid)
+        self.flags[uid] = flags
+        self.modseqs[uid] = modseq
+        self.keywords.update(f for f in flags if not f.startswith("\\"))
+        self.uidnext = max(self.uidnext, uid + 1)
+        self.announce_exists = True
+        return True
 
     def expunge_now(self, uids: Iterable[int], qresync: bool) -> list[bytes]:
         """Remove messages and return EXPUNGE (descending-safe MSNs) or one VANISHED response."""

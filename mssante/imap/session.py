@@ -316,10 +316,14 @@ class Session:
         sel = self.selected
         if sel is None:
             return []
+        pre: list[bytes] = []
+        if sel.announce_exists:  # our own APPEND, already in the view
+            sel.announce_exists = False
+            pre.append(response.untagged(b"%d EXISTS" % sel.exists))
         now = asyncio.get_running_loop().time()
         if (not self._dirty and now - self._last_poll < self.ctx.settings.poll_interval
                 and not (allow_expunge and sel.pending_expunge)):
-            return []
+            return pre
         self._dirty = False
         self._last_poll = now
         hm = await self.ctx.storage.highestmodseq(sel.folder.id)
@@ -328,12 +332,12 @@ class Session:
             self.untagged("BYE selected mailbox no longer exists")
             raise Logout()
         if hm <= sel.highestmodseq and not (allow_expunge and sel.pending_expunge):
-            return []
+            return pre
         changes = await self.ctx.storage.changes_since(sel.folder.id, sel.highestmodseq)
         if changes is None:
             self.untagged("BYE selected mailbox no longer exists")
             raise Logout()
-        return sel.apply(changes, allow_expunge=allow_expunge, condstore=self.condstore, qresync=self.qresync)
+        return pre + sel.apply(changes, allow_expunge=allow_expunge, condstore=self.condstore, qresync=self.qresync)
 
     async def flush_updates(self, *, allow_expunge: bool) -> None:
         for line in await self.sync(allow_expunge=allow_expunge):

@@ -125,8 +125,10 @@ class Storage(Protocol):
                           unchangedsince: int | None) -> StoreResult: ...
     async def copy(self, folder_id: int, uids: Sequence[int], dest_id: int, *, move: bool
                    ) -> list[tuple[int, int]]: ...
-    async def append(self, folder_id: int, raw: bytes, flags: Sequence[str], internaldate: dt.datetime) -> int: ...
-    async def expunge(self, folder_id: int, uids: Sequence[int] | None, events: Any = None) -> list[int]: ...
+    async def append(self, folder_id: int, raw: bytes, flags: Sequence[str], internaldate: dt.datetime
+                     ) -> tuple[int, int]: ...
+    async def expunge(self, folder_id: int, uids: Sequence[int] | None, events: Any = None
+                      ) -> tuple[list[int], int]: ...
     async def add_events(self, events: Sequence[Any]) -> None: ...
     async def create(self, mailbox_id: int, name: str, special_use: str | None = None) -> FolderInfo: ...
     async def delete(self, mailbox_id: int, name: str) -> None: ...
@@ -441,7 +443,9 @@ class SqlStorage:
         self._published_after_commit([dest_id, folder_id] if move else [dest_id])
         return pairs
 
-    async def append(self, folder_id: int, raw: bytes, flags: Sequence[str], internaldate: dt.datetime) -> int:
+    async def append(self, folder_id: int, raw: bytes, flags: Sequence[str], internaldate: dt.datetime
+                     ) -> tuple[int, int]:
+        """Store a message; returns (uid, modseq)."""
         env, bs = summarize(raw)
         mid = env[9]
         # Stored in UTC: SQLite keeps no offset, so the instant is what must survive.
@@ -456,10 +460,12 @@ class SqlStorage:
             await s.flush()
             await self._notify(s, [folder_id])
         self._published_after_commit([folder_id])
-        return uid
+        return uid, modseq
 
-    async def expunge(self, folder_id: int, uids: Sequence[int] | None, events: Any = None) -> list[int]:
-        """Remove \\Deleted messages; `events(uids)` returns audit events committed with the removal."""
+    async def expunge(self, folder_id: int, uids: Sequence[int] | None, events: Any = None
+                      ) -> tuple[list[int], int]:
+        """Remove \\Deleted messages; `events(uids)` returns audit events committed with the removal.
+        Returns (expunged uids, the expunge's MODSEQ or 0)."""
         async with self._write() as s:
             await self._lock(s, folder_id)
             q = select(Message.id, Message.uid, Message.flags).where(Message.folder_id == folder_id,
@@ -469,7 +475,7 @@ class SqlStorage:
             gone = [(int(i), int(u)) for i, u, f in rows
                     if "\\Deleted" in _flags(f) and (allowed is None or int(u) in allowed)]
             if not gone:
-                return []
+                return [], 0
             modseq = await self._bump(s, folder_id)
             for chunk in _chunks([i for i, _u in gone], 500):
                 await s.execute(delete(Message).where(Message.id.in_(chunk)))
@@ -478,7 +484,7 @@ class SqlStorage:
                 s.add_all(list(events(sorted(u for _i, u in gone))))
             await self._notify(s, [folder_id])
         self._published_after_commit([folder_id])
-        return sorted(u for _i, u in gone)
+        return sorted(u for _i, u in gone), modseq
 
     async def create(self, mailbox_id: int, name: str, special_use: str | None = None) -> FolderInfo:
         check_name(name)
