@@ -177,6 +177,11 @@ class Importer:
                                       report, now)
                 if ActivityRows(layout).has_sf:
                     await self._merge_set(conn, "ann_savoir_faire", STAGE_SF.name, SF_DATA_COLUMNS, report, now)
+            if pg and report.inserted + report.updated + report.closed > 10_000:
+                # fresh planner statistics after a big load, so FHIR/lookup plans use the indexes
+                live = {"mssante": ["ann_mailbox"], "own": ["ann_mailbox"], "savoirfaire": ["ann_savoir_faire"]}
+                for name in live.get(report.kind, ["ann_practitioner", "ann_structure", "ann_activity"]):
+                    await conn.execute(text(f"ANALYZE {name}"))
             t3 = time.perf_counter()
             report.seconds = {"stage": t1 - t0, "dedupe": t2 - t1, "merge": t3 - t2}
             for t in tables:

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import ColumnElement, and_, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from annuaire.formats import canonical_address, idnps_of, norm
+from annuaire.formats import canonical_address, idnps_of, norm, row_hash, valid_address
 from annuaire.models import Activity, Mailbox, Practitioner, SavoirFaire, Structure
 from annuaire.reads import Reader, reader_for
 
@@ -53,6 +53,9 @@ class TTLCache(Generic[K, V]):
         self._d.move_to_end(key)
         if len(self._d) > self.size:
             self._d.popitem(last=False)
+
+    def discard(self, key: K) -> None:
+        self._d.pop(key, None)
 
     def clear(self) -> None:
         self._d.clear()
@@ -230,6 +233,47 @@ class Directory:
                     Mailbox.closed_at.is_(None)).group_by(Mailbox.type))).all():
                 out[f"open_{typ}"] = int(n)
         return out
+
+    # --- this operator's own mailboxes (the gateway calls these when it creates/closes one) ---------
+
+    async def register_own(self, address: str, type: str, *, now: datetime,  # noqa: A002
+                           idnps: str = "", family: str = "", given: str = "", service: str = "",
+                           structure_id: str = "", org_name: str = "", profession_label: str = "",
+                           liste_rouge: bool = False) -> None:
+        """Declare (or update) one of this operator's mailboxes; liste rouge is an operator-side
+        flag (docs/annuaire.md): routable, exported to the national directory with listeRouge=true,
+        never returned by public search."""
+        addr = canonical_address(address)
+        if not valid_address(addr) or type not in PUBLIC_MAILBOX_TYPES:
+            raise ValueError(f"bad mailbox {address!r} / type {type!r}")
+        if idnps and idnps_of(idnps) != idnps:
+            raise ValueError(f"bad IDNPS {idnps!r}")
+        fields = [type, addr, idnps[:1], idnps[1:], idnps, "", structure_id, service, "", family, given]
+        values = {"type": type, "idnps": idnps, "id_type": idnps[:1], "id_pp": idnps[1:],
+                  "structure_id": structure_id, "service": service, "family": family, "given": given,
+                  "org_name": org_name, "profession_label": profession_label, "norm_family": norm(family),
+                  "norm_given": norm(given), "norm_org": norm(org_name), "norm_profession": norm(profession_label),
+                  "row_hash": row_hash(fields), "own": True, "liste_rouge": liste_rouge, "closed_at": None,
+                  "updated_at": now}
+        async with self.engine.begin() as conn:
+            res = await conn.execute(update(Mailbox).where(Mailbox.address == addr).values(**values))
+            if not res.rowcount:
+                await conn.execute(insert(Mailbox).values(address=addr, published=False, first_seen=now, **values))
+        self._forget(addr)
+
+    async def unregister_own(self, address: str, *, now: datetime) -> None:
+        """The operator closed this mailbox: closed with a date unless the public extraction still lists it."""
+        addr = canonical_address(address)
+        async with self.engine.begin() as conn:
+            await conn.execute(update(Mailbox).where(Mailbox.address == addr, Mailbox.published.is_(False))
+                               .values(own=False, closed_at=now, updated_at=now))
+            await conn.execute(update(Mailbox).where(Mailbox.address == addr, Mailbox.published.is_(True))
+                               .values(own=False, liste_rouge=False, updated_at=now))
+        self._forget(addr)
+
+    def _forget(self, addr: str) -> None:
+        self._addr.discard(addr)
+        self._owner.clear()  # the owner's list changed; cheap to rebuild
 
     async def own_mailboxes(self, domains: Sequence[str] = ()) -> list[Any]:
         """This operator's mailboxes (own flag), optionally restricted to some domains; open only."""

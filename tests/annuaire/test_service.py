@@ -115,3 +115,27 @@ async def test_cache_serves_until_invalidated(engine: AsyncEngine, files: dict[s
     d.invalidate()
     fresh = await d.by_address(addr)
     assert fresh is not None and fresh.type == "CAB"
+
+
+async def test_register_own_liste_rouge_and_unregister(engine: AsyncEngine) -> None:
+    d = Directory(engine)
+    await d.register_own("Dr.Secret@Operateur.mssante.fr", "PER", now=DAY0, idnps="810003456789",
+                         family="LEFÈVRE", given="Zoé", liste_rouge=True)
+    info = await d.by_address("dr.secret@operateur.mssante.fr")
+    assert info is not None and info.own and info.liste_rouge and info.open and not info.published
+    assert [m.address for m in await d.mailboxes_for("10003456789")] == ["dr.secret@operateur.mssante.fr"]
+    assert (await d.search(name="lefevre")).hits == []  # liste rouge: never public
+    await d.register_own("dr.secret@operateur.mssante.fr", "PER", now=DAY0, idnps="810003456789",
+                         family="LEFÈVRE", given="Zoé", liste_rouge=False)
+    assert [h.address for h in (await d.search(name="lefèvre")).hits] == ["dr.secret@operateur.mssante.fr"]
+    await d.unregister_own("dr.secret@operateur.mssante.fr", now=DAY1)
+    info = await d.by_address("dr.secret@operateur.mssante.fr")
+    assert info is not None and not info.open and not info.own
+    for bad in (("not an address", "PER", ""), ("a@b.mssante.fr", "XYZ", ""), ("a@b.mssante.fr", "PER", "123")):
+        try:
+            await d.register_own(bad[0], bad[1], now=DAY0, idnps=bad[2])
+        except ValueError:
+            pass
+        else:
+            raise AssertionError(f"accepted {bad}")
+    await d.close()
