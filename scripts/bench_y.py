@@ -220,6 +220,13 @@ async def main(args: argparse.Namespace) -> None:
             if n <= 0:
                 continue
             await throughput(server.port, payload, min(20, n), args.connections, f"W{tag}")  # warm-up
+            # Intake alone (worker paused): the CPU cost of accepting one message, machine-load independent.
+            await worker.stop()
+            cpu0 = time.process_time()
+            irate, ilat, _ = await throughput(server.port, payload, n, args.connections, f"I{tag}")
+            icpu = (time.process_time() - cpu0) / n
+            worker.start()
+            await drain(services)
             cpu0 = time.process_time()
             rate, lat, refused = await throughput(server.port, payload, n, args.connections, f"{tag}")
             cpu = (time.process_time() - cpu0) / n
@@ -227,6 +234,8 @@ async def main(args: argparse.Namespace) -> None:
             print(f"  throughput: {n} messages, {rate:.0f} accepted/s (AA), refused {refused}; "
                   f"ACK p50 {ms(pct(lat, 50))} p99 {ms(pct(lat, 99))}; "
                   f"process CPU {ms(cpu)} per message (intake + worker running alongside)")
+            print(f"  intake alone (worker paused): {irate:.0f} accepted/s; ACK p50 {ms(pct(ilat, 50))} "
+                  f"p99 {ms(pct(ilat, 99))}; CPU {ms(icpu)} per message, i.e. about {1 / icpu:.0f}/s per free core")
             # Let the worker catch up with the backlog before measuring end-to-end latency.
             await drain(services)
             pn = max(10, int(args.paced_seconds * args.paced))
