@@ -36,6 +36,7 @@ from annuaire.rows import ActivityRows, MailboxRows
 
 Progress = Callable[[str, int, int], None]
 MAX_REPORTED_ERRORS = 1000
+SQLITE_CACHE_KIB = 96 * 1024  # counted in the importer's RSS (budget 500 MB)
 
 
 @dataclass
@@ -149,6 +150,8 @@ class Importer:
             pg = conn.dialect.name == "postgresql"
             if pg:  # one import at a time across gateway processes
                 await conn.execute(text("SELECT pg_advisory_xact_lock(4242001)"))
+            else:  # a bigger page cache for this connection: the merge touches every index page
+                await conn.exec_driver_sql(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
             if layout.kind in (FileKind.MSSANTE, FileKind.OWN):
                 tables = [STAGE_MAILBOX]
             elif layout.kind is FileKind.SAVOIR_FAIRE:
@@ -186,6 +189,8 @@ class Importer:
             report.seconds = {"stage": t1 - t0, "dedupe": t2 - t1, "merge": t3 - t2}
             for t in tables:
                 await conn.execute(text(f"DROP TABLE IF EXISTS {t.name}"))
+            if not pg:
+                await conn.exec_driver_sql("PRAGMA cache_size=-2000")  # back to the default for the pool
             await conn.execute(insert(ImportRun).values(
                 source=src.name[:300], kind=report.kind, at=now, rows=report.rows, bad_rows=report.bad_count,
                 inserted=report.inserted, updated=report.updated, closed=report.closed))
