@@ -240,9 +240,12 @@ async def main() -> None:
                 cpus.append(cpu)
             print(f"{name}: {statistics.median(rates):7.1f} msg/s, gateway CPU {statistics.median(cpus):5.2f} ms/msg "
                   f"(runs: {', '.join(f'{r:.0f}' for r in rates)} msg/s)")
+        await gw.stop()  # a fresh process: freed memory of the load runs would hide the per-connection cost
+        gw = Gateway(a, liste)
+        await gw.start()
         plain, tls = await idle_memory(gw, space, b.serv, args.idle)
         print(f"idle connection memory: {plain:5.1f} KiB after greeting, {tls:5.1f} KiB after STARTTLS+EHLO "
-              f"(RSS slope between {args.idle} and {2 * args.idle} connections)")
+              f"(fresh gateway process, RSS slope between {args.idle} and {2 * args.idle} connections)")
         b.services.config.relay.static_routes = {}
         rate, cpu = await queue_drain(space, tmp, b, gw, drain_n, args.size, rcpts)
         print(f"queue drain op-b -> op-a ({drain_n} messages): {rate:7.1f} msg/s, receiving gateway CPU {cpu:5.2f} ms/msg")

@@ -90,7 +90,7 @@ class CompactSSLProtocol(sslproto.SSLProtocol):
     `max_size` per connection): idle TLS connections cost tens of KiB, not hundreds. 32 KiB still holds two
     full TLS records (16 KiB each, RFC 8446 §5.1)."""
 
-    max_size = 16 * 1024
+    max_size = 4 * 1024
 
 
 class GatewaySession(Session):

@@ -230,7 +230,7 @@ class RelayWorker:
         opts: list[str] = []
         if smtp.supports_extension("size"):
             opts.append(f"SIZE={len(raw)}")
-        if any(b > 127 for b in raw):
+        if not raw.isascii():
             if not smtp.supports_extension("8bitmime"):  # RFC 6152 §3: no 8-bit data to a 7-bit server
                 return [Outcome(r, "permanent", "5.6.3", "remote does not accept 8-bit data", target.host)
                         for r in c.recipients]
