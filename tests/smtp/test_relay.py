@@ -57,7 +57,7 @@ class Mesh:
         return RelayWorker(op.services, mx_port=self.port, timeout=10)
 
 
-IPS = {"a": "127.0.0.2", "b": "127.0.0.3", "x": "127.0.0.5"}
+IPS = {"a": "127.0.0.2", "b": "127.0.0.3", "c": "127.0.0.4", "x": "127.0.0.5"}
 
 
 @pytest.fixture
@@ -68,6 +68,7 @@ async def mesh(space: Space, tmp_path: Path) -> AsyncIterator[Mesh]:
     ops = {
         "a": await make_operator(space, tmp_path / "a", "op-a.test", ip=IPS["a"], relay=relay),
         "b": await make_operator(space, tmp_path / "b", "op-b.test", ip=IPS["b"], relay=relay),
+        "c": await make_operator(space, tmp_path / "c", "op-c.test", ip=IPS["c"], relay=relay),
         "x": await make_operator(space, tmp_path / "x", "op-x.test", ip=IPS["x"], relay=relay, listed=False),
     }
     refresh_trust(space, *ops.values())
@@ -219,3 +220,26 @@ async def test_notify_never_and_success(mesh: Mesh, space: Space) -> None:
     (dsn,) = await inbox(a, "dr.a@op-a.test")
     assert b"Action: delivered" in dsn and b"Original-Envelope-Id: env+2B1" in dsn
     assert b"Original-Recipient: rfc822;dr.b@op-b.test" in dsn
+
+
+async def test_one_message_to_three_operators_grouped_by_domain(mesh: Mesh, space: Space) -> None:
+    a, b, c = mesh.ops["a"], mesh.ops["b"], mesh.ops["c"]
+    await a.add_mailbox("dr.a")
+    await a.add_mailbox("sec.a")
+    for local in ("dr.b", "sec.b"):
+        await b.add_mailbox(local)
+    await c.add_mailbox("dr.c")
+    rcpts = ["dr.b@op-b.test", "sec.b@op-b.test", "dr.c@op-c.test", "sec.a@op-a.test"]
+    await submit(a, space, "dr.a@op-a.test", rcpts, message("dr.a@op-a.test", "dr.b@op-b.test", mid="<g1@op-a.test>"))
+    assert len(await inbox(a, "sec.a@op-a.test")) == 1  # local copy at once
+    assert await mesh.worker(a).run_once() == 3
+    for op, addr in ((b, "dr.b@op-b.test"), (b, "sec.b@op-b.test"), (c, "dr.c@op-c.test")):
+        (raw,) = await inbox(op, addr)
+        assert b"<g1@op-a.test>" in raw
+    async with a.services.sessions() as s:
+        sent = (await s.scalars(select(AuditEvent).where(AuditEvent.action == "smtp.relay.sent"))).all()
+    # one SMTP transaction per domain: op-b's two recipients together
+    assert sorted(tuple(e.details["rcpts"]) for e in sent) == [("dr.b@op-b.test", "sec.b@op-b.test"), ("dr.c@op-c.test",)]
+    async with b.services.sessions() as s:
+        acc = (await s.scalars(select(AuditEvent).where(AuditEvent.action == "smtp.mta.accept"))).one()
+    assert acc.details["local"] == ["dr.b@op-b.test", "sec.b@op-b.test"] and "mx.op-a.test" in acc.actor
