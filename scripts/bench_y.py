@@ -202,7 +202,11 @@ async def main(args: argparse.Namespace) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-y-"))
     db_url = args.db_url or f"sqlite+aiosqlite:///{tmp / 'bench.db'}"
     services = await make_services(db_url, tmp, senders=[sender_entry()])
-    server = await start_mllp(services, host="127.0.0.1", port=0)
+    from mssante.y.service import YIntake
+
+    intake = YIntake(services, decide_processes=args.processes)
+    services.extras["y_intake"] = intake
+    server = await start_mllp(services, host="127.0.0.1", port=0, handler=intake.handle_frame)
     worker = YWorker(services, dmp=None, poll_interval=0.05)
     worker.start()
     async with services.sessions() as s:
@@ -214,7 +218,8 @@ async def main(args: argparse.Namespace) -> None:
     cases = [("30 KB CDA", with_cda_of_size(base, 30 * 1024), args.messages, "T"),
              ("ANS SEGUR example (290 KB message, 218 KB CDA)", base, args.segur_messages, "S")]
     backend = "PostgreSQL" if db_url.startswith("postgresql") else "SQLite (WAL, synchronous=FULL)"
-    print(f"bench_y: {backend}; {args.connections} LIS connections; machine shared (figures vary)")
+    print(f"bench_y: {backend}; {args.connections} LIS connections; decide in "
+          f"{f'{args.processes} processes' if args.processes else 'a thread'}; machine shared (figures vary)")
     try:
         for label, payload, n, tag in cases:
             if n <= 0:
@@ -259,5 +264,7 @@ if __name__ == "__main__":
     ap.add_argument("--connections", type=int, default=4, help="concurrent LIS connections")
     ap.add_argument("--paced", type=float, default=20.0, help="rate of the latency phase (messages/s)")
     ap.add_argument("--paced-seconds", type=float, default=3.0, help="duration of the latency phase")
+    ap.add_argument("--processes", type=int, default=0,
+                    help="run the pure decide step in N worker processes (0: a thread of this process)")
     ap.add_argument("--db-url", default="", help="an empty database URL (default: SQLite in a temp dir)")
     asyncio.run(main(ap.parse_args()))

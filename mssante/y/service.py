@@ -19,11 +19,14 @@ A crash before 5 means no AA: the lab resends; the duplicate guard of step 2/4 m
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
 import datetime as dt
+import functools
 import logging
-import time
+import multiprocessing
 import re
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,7 +40,8 @@ from mssante.store.mail import store_blob
 from mssante.y.ack import AckCode, AckContext, build_ack
 from mssante.y.hl7 import ErrorCode, Hl7Limits, Location, Problem
 from mssante.y.ins import InsEnvironment
-from mssante.y.intake import AuthorisedSender, IntakeConfig, YPlan, YRefusal, decide, lookups_needed
+from mssante.dmp.api import DmpRequest
+from mssante.y.intake import AuthorisedSender, IntakeConfig, YRefusal, decide, lookups_needed
 from mssante.y.mllp import Frame, Oversize, PeerInfo
 from mssante.y.models import LEG_DMP, LEG_MSS, YDelivery, YLeg
 from mssante.y.tracking import ACCEPTED
@@ -145,9 +149,63 @@ class IntakeResult:
 
 
 @dataclass(frozen=True)
-class _Rendered:
-    plan: YPlan
-    mails: tuple[bytes, ...]  # plan.mail_legs rendered, same order
+class MailLegRow:
+    group: str  # ps | patient
+    recipients: tuple[str, ...]
+    message_id: str
+    raw: bytes  # the leg message, rendered once (never logged)
+
+
+@dataclass(frozen=True)
+class StoragePlan:
+    """What the storage transaction needs from a YPlan: small and picklable, so that the pure decide
+    step may run in another process (`YIntake(decide_processes=N)`)."""
+
+    sender_key: str  # MSH-3.1|MSH-4.1
+    control_id: str
+    message_type: str
+    action: str
+    patient_ins: str | None
+    recipient_ids: dict[str, str]  # address -> PRT person id (ZAM OBX-4)
+    ack_reception: bool
+    ack_lecture: bool
+    ack_context: AckContext
+    ack: bytes
+    warnings: tuple[str, ...]
+    mail_legs: tuple[MailLegRow, ...]
+    dmp: tuple[DmpRequest, ...]
+
+    @property
+    def mails(self) -> tuple[bytes, ...]:
+        return tuple(m.raw for m in self.mail_legs)
+
+
+def _trust_in(trusted: frozenset[str], domain: str) -> bool:
+    from mssante.trust.listeblanche import normalise_domain
+
+    return normalise_domain(domain) in trusted
+
+
+def plan_for_storage(payload: bytes, lookups: dict[str, list[str]], now: dt.datetime, config: IntakeConfig,
+                     trusted: frozenset[str], our_facility: str, ack_control_id: str) -> StoragePlan | YRefusal:
+    """The pure decide step and the rendering of the leg messages (CPU only; runs in a thread or a process)."""
+    decision = decide(payload, config, now, trust=functools.partial(_trust_in, trusted), directory=lookups.get,
+                      our_application=OUR_APPLICATION, our_facility=our_facility, ack_control_id=ack_control_id)
+    if isinstance(decision, YRefusal):
+        return decision
+    req = decision.request
+    return StoragePlan(
+        sender_key=f"{req.sending_application.namespace}|{req.sending_facility.namespace}",
+        control_id=req.control_id, message_type=req.message_type, action=decision.action.value,
+        patient_ins=req.patient.identity.ins,
+        recipient_ids={p.address.lower(): (p.person.id if p.person is not None else "") for p in req.recipients
+                       if p.address},
+        ack_reception=decision.routing.ack_reception, ack_lecture=decision.routing.ack_lecture,
+        ack_context=decision.ack_context, ack=decision.ack, warnings=decision.warnings,
+        mail_legs=tuple(MailLegRow(leg.group.value, leg.recipients, leg.message_id, leg.message.as_bytes())
+                        for leg in decision.mail_legs),
+        dmp=decision.dmp,
+    )
 
 
 def _ack_control_id() -> str:
@@ -155,7 +213,8 @@ def _ack_control_id() -> str:
 
 
 class YIntake:
-    def __init__(self, services: Services, *, committer: GroupCommitter | None = None) -> None:
+    def __init__(self, services: Services, *, committer: GroupCommitter | None = None,
+                 decide_processes: int | None = None) -> None:
         self.services = services
         cfg = services.config
         self.rules = parse_senders(cfg.mllp.senders)
@@ -173,6 +232,13 @@ class YIntake:
         backend = services.engine.dialect.name
         self._committer = committer or GroupCommitter(services.sessions, workers=1 if backend == "sqlite" else 4)
         self._own_committer = committer is None
+        # The decide step is CPU-bound (HL7, CDA, XDM ZIP, MIME): a process pool spreads it over cores.
+        n = decide_processes if decide_processes is not None else int(services.extras.get("y_decide_processes", 0))
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        if n > 0:
+            self._pool = concurrent.futures.ProcessPoolExecutor(max_workers=n,
+                                                                mp_context=multiprocessing.get_context("spawn"))
+        self._trusted: tuple[int, frozenset[str]] = (0, frozenset())
 
     @classmethod
     def for_services(cls, services: Services) -> YIntake:
@@ -185,16 +251,20 @@ class YIntake:
     async def close(self) -> None:
         if self._own_committer:
             await self._committer.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
 
     # --- trust and directory for the pure core -----------------------------------------------------
-    def _trust(self, domain: str) -> bool:
-        d = domain.lower()
-        if d in self.services.config.all_local_domains:
-            return True
+    def trusted_domains(self) -> frozenset[str]:
+        """Local domains and liste blanche domains (what TrustPolicy.submission accepts), cached per policy."""
         trust = self.services.trust
-        if trust is None:
-            return False
-        return bool(trust.policy.submission(d).accept)
+        policy = trust.policy if trust is not None else None
+        if self._trusted[0] != id(policy) or not self._trusted[1]:
+            listed = frozenset(policy.liste.by_domain) if policy is not None else frozenset()
+            local = frozenset(policy.local_domains) if policy is not None else frozenset()
+            self._trusted = (id(policy), listed | local | self.services.config.all_local_domains)
+        return self._trusted[1]
 
     async def _lookups(self, payload: bytes) -> dict[str, list[str]]:
         ids = lookups_needed(payload, self.intake_config.limits)
@@ -266,32 +336,33 @@ class YIntake:
                     return IntakeResult(stored[1].encode("utf-8"), "AA", stored[0], duplicate=True)
         lookups = await self._lookups(payload)
         now = self.services.now()
-        rendered = await asyncio.to_thread(self._decide, payload, lookups, now)
+        if self._pool is not None:
+            rendered = await asyncio.get_running_loop().run_in_executor(
+                self._pool, plan_for_storage, payload, lookups, now, self.intake_config, self.trusted_domains(),
+                self.services.config.operator.domain, _ack_control_id())
+        else:
+            rendered = await asyncio.to_thread(self._decide, payload, lookups, now)
         if isinstance(rendered, YRefusal):
             problem = rendered.problems[0]
             await self._audit_refusal(peer, rendered.control_id or "", rendered.code.value, problem)
             return IntakeResult(rendered.ack, rendered.code.value)
-        plan = rendered.plan
-        rule = self._by_key[f"{plan.request.sending_application.namespace}|{plan.request.sending_facility.namespace}"]
+        plan = rendered
+        rule = self._by_key[plan.sender_key]
         if plan.dmp and not self.dmp_enabled:
             # config.dmp: "empty url = no DMP leg (refused at intake)": never AA a leg that cannot go.
             problem = Problem(ErrorCode.APPLICATION_ERROR, "DESTDMP=Y but this PFI has no DMP connection configured",
                               Location("OBX", 1, 5))
-            await self._audit_refusal(peer, plan.request.control_id, "AR", problem)
+            await self._audit_refusal(peer, plan.control_id, "AR", problem)
             return self._refuse(plan.ack_context, problem, AckCode.REJECT)
-        delivery_id, ack, duplicate = await self.store(rendered, rule, actor=peer.label, source="mllp")
+        delivery_id, ack, duplicate = await self.store(plan, rule, actor=peer.label, source="mllp")
         wake = self.services.extras.get("y_wakeup")
         if isinstance(wake, asyncio.Event) and not duplicate:
             wake.set()
         return IntakeResult(ack, "AA", delivery_id, duplicate)
 
-    def _decide(self, payload: bytes, lookups: dict[str, list[str]], now: dt.datetime) -> _Rendered | YRefusal:
-        decision = decide(payload, self.intake_config, now, trust=self._trust, directory=lookups.get,
-                          our_application=OUR_APPLICATION, our_facility=self.services.config.operator.domain,
-                          ack_control_id=_ack_control_id())
-        if isinstance(decision, YRefusal):
-            return decision
-        return _Rendered(decision, tuple(leg.message.as_bytes() for leg in decision.mail_legs))
+    def _decide(self, payload: bytes, lookups: dict[str, list[str]], now: dt.datetime) -> StoragePlan | YRefusal:
+        return plan_for_storage(payload, lookups, now, self.intake_config, self.trusted_domains(),
+                                self.services.config.operator.domain, _ack_control_id())
 
     async def _stored_ack(self, sender_key: str, control_id: str) -> tuple[int, str] | None:
         async with self.services.sessions() as s:
@@ -310,14 +381,13 @@ class YIntake:
             log.exception("audit of a refusal failed")
 
     # --- durable storage ---------------------------------------------------------------------------
-    async def store(self, rendered: _Rendered, rule: SenderRule, *, actor: str, source: str) -> tuple[int, bytes, bool]:
+    async def store(self, plan: StoragePlan, rule: SenderRule, *, actor: str, source: str) -> tuple[int, bytes, bool]:
         """Write the delivery and all its legs in one transaction; return (id, ack, duplicate) after COMMIT."""
         self._committer.start()
         now = self.services.now()
 
         async def job(session: AsyncSession) -> tuple[int, bytes, bool]:
-            return await store_plan(session, rendered.plan, rendered.mails, rule, actor=actor, source=source, now=now,
-                                    audit=self.services.audit)
+            return await store_plan(session, plan, rule, actor=actor, source=source, now=now, audit=self.services.audit)
 
         result: tuple[int, bytes, bool] = await self._committer.submit(job)
         return result
@@ -325,8 +395,7 @@ class YIntake:
 
 async def store_plan(
     session: AsyncSession,
-    plan: YPlan,
-    mails: Sequence[bytes],
+    plan: StoragePlan,
     rule: SenderRule,
     *,
     actor: str,
@@ -335,30 +404,26 @@ async def store_plan(
     audit: Any,
 ) -> tuple[int, bytes, bool]:
     """The single transaction of step 4 (the caller commits). Safe to re-run after a rollback."""
-    req = plan.request
     existing = (await session.execute(select(YDelivery.id, YDelivery.ack).where(
-        YDelivery.sender_key == rule.key, YDelivery.control_id == req.control_id))).first()
+        YDelivery.sender_key == rule.key, YDelivery.control_id == plan.control_id))).first()
     if existing is not None:
         return int(existing[0]), str(existing[1]).encode("utf-8"), True
-    ack_text = plan.ack.decode("utf-8")
     delivery = YDelivery(
-        sender_key=rule.key, control_id=req.control_id, message_type=req.message_type, action=plan.action.value,
-        patient_ins=req.patient.identity.ins, sender_mailbox=rule.mailbox, source=source, actor=actor[:500],
-        ack_reception=plan.routing.ack_reception, ack_lecture=plan.routing.ack_lecture,
-        ack_endpoint=rule.ack_endpoint, ack_context=dataclasses.asdict(plan.ack_context), ack=ack_text,
+        sender_key=rule.key, control_id=plan.control_id, message_type=plan.message_type, action=plan.action,
+        patient_ins=plan.patient_ins, sender_mailbox=rule.mailbox, source=source, actor=actor[:500],
+        ack_reception=plan.ack_reception, ack_lecture=plan.ack_lecture, ack_endpoint=rule.ack_endpoint,
+        ack_context=dataclasses.asdict(plan.ack_context), ack=plan.ack.decode("utf-8"),
         warnings=list(plan.warnings), received_at=now,
     )
     session.add(delivery)
     await session.flush()
-    ids_by_address = {p.address.lower(): (p.person.id if p.person is not None else "") for p in req.recipients
-                      if p.address}
-    ins = req.patient.identity.ins or ""
+    ins = plan.patient_ins or ""
     legs: list[YLeg] = []
-    for leg, raw in zip(plan.mail_legs, mails, strict=True):
-        blob_id = await store_blob(session, raw)
+    for leg in plan.mail_legs:
+        blob_id = await store_blob(session, leg.raw)
         for rcpt in leg.recipients:
-            rid = ins if leg.group.value == "patient" else ids_by_address.get(rcpt.lower(), "")
-            legs.append(YLeg(delivery_id=delivery.id, kind=LEG_MSS, group=leg.group.value, recipient=rcpt,
+            rid = ins if leg.group == "patient" else plan.recipient_ids.get(rcpt.lower(), "")
+            legs.append(YLeg(delivery_id=delivery.id, kind=LEG_MSS, group=leg.group, recipient=rcpt,
                              recipient_id=rid[:64], message_id=leg.message_id, blob_id=blob_id, state=ACCEPTED,
                              state_at=now, attempts=0, next_attempt_at=now))
     for req_dmp in plan.dmp:
@@ -371,8 +436,8 @@ async def store_plan(
                          attempts=0, next_attempt_at=now, detail={"request": fields}))
     session.add_all(legs)
     session.add(audit.event(
-        "y.accepted", actor, "ok", delivery_id=delivery.id, sender=rule.key, control_id=req.control_id[:64],
-        message_type=req.message_type, source=source, ins=ins, legs=len(legs),
+        "y.accepted", actor, "ok", delivery_id=delivery.id, sender=rule.key, control_id=plan.control_id[:64],
+        message_type=plan.message_type, source=source, ins=ins, legs=len(legs),
         dmp_legs=len(plan.dmp), mss_recipients=sum(len(m.recipients) for m in plan.mail_legs),
     ))
     await session.flush()
@@ -442,7 +507,7 @@ class YRuntime:
 
 
 async def start_y(services: Services, *, dmp: Any = None, address: str | None = None,
-                  poll_interval: float = 1.0) -> YRuntime:
+                  poll_interval: float = 1.0, decide_processes: int | None = None) -> YRuntime:
     """Start the Y intake on config.listeners.mllp (TLS when config.mllp.tls) and the Y worker.
 
     `dmp` overrides the connector built from config.dmp (a DmpConnector); no DMP configured = DMP legs
@@ -457,6 +522,8 @@ async def start_y(services: Services, *, dmp: Any = None, address: str | None = 
         log.warning("no DMP configured (dmp.url): DMP legs will wait in state 'accepted'")
     runtime = YRuntime(services, dmp=connector if dmp is None else None)
     services.extras["y_dmp_enabled"] = connector is not None
+    if decide_processes is not None:
+        services.extras["y_decide_processes"] = decide_processes
     addr = address if address is not None else services.config.listeners.mllp
     if addr:
         host, _, port_text = addr.rpartition(":")

@@ -201,3 +201,22 @@ async def test_dmp_leg_is_refused_when_no_dmp_is_configured(db_url: str, tmp_pat
         await client.close()
         await server.stop()
         await close_services(services)
+
+
+async def test_decide_in_a_process_pool_gives_the_same_answers(tmp_path: Path) -> None:
+    from mssante.y.service import YIntake
+
+    services = await make_services(f"sqlite+aiosqlite:///{tmp_path / 't.db'}", tmp_path, senders=[sender_entry()])
+    intake = YIntake(services, decide_processes=1)
+    server = await start_mllp(services, host="127.0.0.1", port=0, handler=intake.handle_frame)
+    client = await MllpClient.connect("127.0.0.1", server.port)
+    try:
+        assert msa(await client.send(segur_bytes())) == ("AA", "015")
+        bad, _ = bad_inputs(segur_bytes())["unknown flag"]
+        assert msa(await client.send(with_control_id(bad, "016")))[0] == "AE"
+        assert (await counts(services))[:2] == (1, 3)
+    finally:
+        await client.close()
+        await server.stop()
+        await intake.close()
+        await close_services(services)
