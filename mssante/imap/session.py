@@ -279,7 +279,10 @@ class Session:
             return
 
     # --- selected mailbox bookkeeping ---------------------------------------------------------------
-    def _on_folder_change(self, _folder_id: int) -> None:
+    def _on_folder_change(self, _folder_id: int, modseq: int | None = None) -> None:
+        sel = self.selected
+        if modseq is not None and sel is not None and modseq <= sel.highestmodseq:
+            return  # a change we already know (typically our own, echoed back by LISTEN)
         self.notes += 1
         self._dirty = True
         self.conn.wakeup()

@@ -263,15 +263,18 @@ class SqlStorage:
             async with self._write() as s:
                 s.add_all(list(events))
 
-    async def _notify(self, s: AsyncSession, folder_ids: Iterable[int]) -> None:
+    async def _notify(self, s: AsyncSession, folder_ids: Iterable[int], modseq: int | None = None) -> None:
+        """NOTIFY 'mssante_folder' with "folder_id" or "folder_id:modseq" (the MODSEQ this change
+        produced, so that a session that already knows it can ignore the notification)."""
         if s.bind is not None and s.bind.dialect.name == "postgresql":
             for fid in sorted(set(folder_ids)):
-                await s.execute(text("SELECT pg_notify(:ch, :p)"), {"ch": NOTIFY_CHANNEL, "p": str(fid)})
+                payload = str(fid) if modseq is None else f"{fid}:{modseq}"
+                await s.execute(text("SELECT pg_notify(:ch, :p)"), {"ch": NOTIFY_CHANNEL, "p": payload})
 
-    def _published_after_commit(self, folder_ids: Iterable[int]) -> None:
+    def _published_after_commit(self, folder_ids: Iterable[int], modseq: int | None = None) -> None:
         if self._published is not None:
             for fid in set(folder_ids):
-                self._published(fid)
+                self._published(fid, modseq)
 
     async def folders(self, mailbox_id: int) -> list[FolderInfo]:
         async with self._read() as s:
@@ -390,9 +393,9 @@ class SqlStorage:
                         newly_seen.append(int(uid))
             if res.changed:
                 res.first_seen = await self._receipts(s, folder_id, newly_seen)
-                await self._notify(s, [folder_id])
+                await self._notify(s, [folder_id], modseq)
         if res.changed:
-            self._published_after_commit([folder_id])
+            self._published_after_commit([folder_id], res.changed[0].modseq)
         res.changed.sort(key=lambda m: m.uid)
         res.modified.sort()
         return res
@@ -458,8 +461,8 @@ class SqlStorage:
                           modseq=modseq, internaldate=internaldate, size=len(raw),
                           message_id=mid[:998] if mid else None, envelope=env, bodystructure=bs))
             await s.flush()
-            await self._notify(s, [folder_id])
-        self._published_after_commit([folder_id])
+            await self._notify(s, [folder_id], modseq)
+        self._published_after_commit([folder_id], modseq)
         return uid, modseq
 
     async def expunge(self, folder_id: int, uids: Sequence[int] | None, events: Any = None
@@ -482,8 +485,8 @@ class SqlStorage:
             await s.execute(insert(Expunged), [{"folder_id": folder_id, "uid": u, "modseq": modseq} for _i, u in gone])
             if events is not None:
                 s.add_all(list(events(sorted(u for _i, u in gone))))
-            await self._notify(s, [folder_id])
-        self._published_after_commit([folder_id])
+            await self._notify(s, [folder_id], modseq)
+        self._published_after_commit([folder_id], modseq)
         return sorted(u for _i, u in gone), modseq
 
     async def create(self, mailbox_id: int, name: str, special_use: str | None = None) -> FolderInfo:

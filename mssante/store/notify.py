@@ -9,7 +9,8 @@
   in-process. It reconnects with a back-off when the connection drops, and then publishes a
   "everything may have changed" signal (folder id 0 to every subscriber's `on_resync`).
 
-The payload is only a folder id: subscribers re-read the folder's HIGHESTMODSEQ and changes.
+The payload is a folder id, optionally ":modseq" (the MODSEQ the change produced): subscribers
+re-read the folder's changes unless they already know that MODSEQ.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from mssante.store.mail import NOTIFY_CHANNEL
 
 log = logging.getLogger("mssante.store.notify")
 
-Callback = Callable[[int], None]
+# (folder_id, modseq or None): the MODSEQ the change produced, when the writer said so.
+Callback = Callable[[int, "int | None"], None]
 
 
 class FolderNotifier:
@@ -49,11 +51,11 @@ class FolderNotifier:
     def subscribers(self, folder_id: int) -> int:
         return len(self._subs.get(folder_id, ()))
 
-    def publish(self, folder_id: int) -> None:
+    def publish(self, folder_id: int, modseq: int | None = None) -> None:
         self.published += 1
         for cb in list(self._subs.get(folder_id, ())):
             try:
-                cb(folder_id)
+                cb(folder_id, modseq)
             except Exception:  # a subscriber's bug must not stop the others
                 log.exception("folder notification callback failed")
 
@@ -84,11 +86,14 @@ class PgFolderNotifier(FolderNotifier):
         self._delay = reconnect_delay
 
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        # "folder_id" (mssante.store.mail.deliver) or "folder_id:modseq" (mssante.imap.store).
+        head, _, tail = payload.partition(":")
         try:
-            fid = int(payload)
+            fid = int(head)
+            modseq = int(tail) if tail else None
         except ValueError:
             return
-        self.publish(fid)
+        self.publish(fid, modseq)
 
     async def _connect(self) -> None:
         import asyncpg
