@@ -420,15 +420,25 @@ class YWorker:
 
     # --- 3. DSNs and MDNs in the labs' APP mailboxes ----------------------------------------------
     async def _app_folders(self) -> list[int]:
-        boxes = sorted({str(e.get("mailbox", "")).lower() for e in self.services.config.mllp.senders if e.get("mailbox")})
-        extra = self.services.extras.get("y_app_mailboxes", ())
-        boxes = sorted(set(boxes) | {b.lower() for b in extra})
-        if not boxes:
-            return []
+        """INBOX folders of our APP mailboxes (labs; the routing mailbox excepted) holding unexamined mail.
+
+        Every APP mailbox, not only those of config.mllp.senders: a lab using the native email entry
+        receives its DSNs and MDNs the same way. One query per round, whatever the number of labs.
+        """
+        from sqlalchemy import func
+
+        from mssante.y.service import routing_address
+
         async with self.services.sessions() as s:
             rows = (await s.execute(
-                select(Folder.id).join(Mailbox, Mailbox.id == Folder.mailbox_id)
-                .where(Mailbox.address.in_(boxes), Folder.name == "INBOX")
+                select(Folder.id)
+                .join(Mailbox, Mailbox.id == Folder.mailbox_id)
+                .join(Message, Message.folder_id == Folder.id)
+                .outerjoin(YMailCursor, YMailCursor.folder_id == Folder.id)
+                .where(Mailbox.kind == "APP", Folder.name == "INBOX",
+                       Mailbox.address != routing_address(self.services),
+                       Message.uid > func.coalesce(YMailCursor.last_uid, 0))
+                .group_by(Folder.id)
             )).all()
         return [int(r[0]) for r in rows]
 
