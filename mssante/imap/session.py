@@ -329,17 +329,13 @@ class Session:
             return pre
         self._dirty = False
         self._last_poll = now
-        hm = await self.ctx.storage.highestmodseq(sel.folder.id)
-        if hm is None:
-            # The folder was deleted or renamed away by another session.
-            self.untagged("BYE selected mailbox no longer exists")
-            raise Logout()
-        if hm <= sel.highestmodseq and not (allow_expunge and sel.pending_expunge):
-            return pre
         changes = await self.ctx.storage.changes_since(sel.folder.id, sel.highestmodseq)
         if changes is None:
+            # The folder was deleted by another session.
             self.untagged("BYE selected mailbox no longer exists")
             raise Logout()
+        if not changes.changed and not changes.expunged and not (allow_expunge and sel.pending_expunge):
+            return pre
         return pre + sel.apply(changes, allow_expunge=allow_expunge, condstore=self.condstore, qresync=self.qresync)
 
     async def flush_updates(self, *, allow_expunge: bool) -> None:

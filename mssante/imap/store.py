@@ -169,6 +169,7 @@ class SqlStorage:
         self._batch: _Batch | None = None
         self._opening: asyncio.Future[None] | None = None
         self._readers = asyncio.Semaphore(_READERS) if self._group else None
+        self._inflight: dict[tuple[int, int], asyncio.Future[Changes | None]] = {}
         self.batches = 0  # statistics: transactions committed by group commit
         self.batched = 0  # operations they carried
 
@@ -309,6 +310,26 @@ class SqlStorage:
         return _finfo(f), [MessageMeta(int(u), _flags(fl), int(m)) for u, fl, m in rows]
 
     async def changes_since(self, folder_id: int, modseq: int) -> Changes | None:
+        """What changed after `modseq` (None: the folder is gone). Concurrent identical requests —
+        every session on a folder woken by the same notification — share one query."""
+        key = (folder_id, modseq)
+        fut = self._inflight.get(key)
+        if fut is not None:
+            return await asyncio.shield(fut)
+        fut = asyncio.get_running_loop().create_future()
+        self._inflight[key] = fut
+        try:
+            result = await self._changes_since(folder_id, modseq)
+        except BaseException as e:
+            fut.set_exception(e)
+            fut.exception()  # retrieved here; waiters re-raise it
+            raise
+        finally:
+            del self._inflight[key]
+        fut.set_result(result)
+        return result
+
+    async def _changes_since(self, folder_id: int, modseq: int) -> Changes | None:
         async with self._read() as s:
             f = await s.get(Folder, folder_id)
             if f is None:
