@@ -48,6 +48,10 @@ class Outcome:
     dsn_relayed: bool = True  # the remote takes over DSN duty (it advertised DSN)
 
 
+PRELOAD_MAX = 256 * 1024  # messages up to this size are read in one query per connection
+PRELOAD_TOTAL = 16 * 1024 * 1024  # at most this much preloaded per connection
+
+
 class Temporary(Exception):
     pass
 
@@ -169,10 +173,14 @@ class RelayWorker:
                 for c in claims:
                     await self._record(c, [Outcome(r, "temporary", "4.4.1", str(e)) for r in c.recipients])
                 return
+            # Small messages of this connection are read in one query; big ones when their turn comes.
+            small = [c.blob_id for c in claims if c.size <= PRELOAD_MAX]
+            async with self.services.sessions() as s:
+                blobs = await qstore.load_blobs(s, small[: max(1, PRELOAD_TOTAL // PRELOAD_MAX)]) if small else {}
             try:
                 for i, c in enumerate(claims):
                     try:
-                        outcomes = await self._send(smtp, target, c)
+                        outcomes = await self._send(smtp, target, c, blobs.pop(c.blob_id, None))
                     except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as e:
                         await self._record(c, [Outcome(r, "temporary", "4.4.2", f"connection lost: {type(e).__name__}",
                                                        target.host) for r in c.recipients])
@@ -223,9 +231,10 @@ class RelayWorker:
                 continue
         raise Temporary("; ".join(errors) or f"no route to {domain}")
 
-    async def _send(self, smtp: aiosmtplib.SMTP, target: Target, c: qstore.Claim) -> list[Outcome]:
-        async with self.services.sessions() as s:
-            raw = await qstore.load_blob(s, c.blob_id)
+    async def _send(self, smtp: aiosmtplib.SMTP, target: Target, c: qstore.Claim, raw: bytes | None) -> list[Outcome]:
+        if raw is None:
+            async with self.services.sessions() as s:
+                raw = await qstore.load_blob(s, c.blob_id)
         dsn_ok = smtp.supports_extension("dsn")
         opts: list[str] = []
         if smtp.supports_extension("size"):
@@ -296,7 +305,7 @@ class RelayWorker:
             if c.mail_from and (failed or delayed_dsn or relayed_dsn):
                 raw = await qstore.load_blob(s, c.blob_id)
             if sent:
-                await qstore.mark_sent(s, [o.recipient.id for o in sent])
+                await qstore.mark_sent(s, [o.recipient.id for o in sent], [c.queue_message_id])
                 s.add(services.audit.event("smtp.relay.sent", "relay", "sent", domain=c.domain,
                                            rcpts=[o.recipient.rcpt for o in sent], message_id=c.message_id,
                                            remote_mta=sent[0].remote_mta, queue_message=c.queue_message_id))
@@ -304,7 +313,7 @@ class RelayWorker:
                 notify = [o for o in failed if wants(o.recipient.notify, "FAILURE")]
                 if raw is not None and notify:
                     await self._notify(s, c, raw, notify, "failed", now)
-                await qstore.mark_failed(s, [o.recipient.id for o in failed])
+                await qstore.mark_failed(s, [o.recipient.id for o in failed], [c.queue_message_id])
                 s.add(services.audit.event("smtp.relay.failed", "relay", "failed", domain=c.domain,
                                            rcpts=[o.recipient.rcpt for o in failed], message_id=c.message_id,
                                            reason=failed[0].diagnostic[:300], expired=expired,

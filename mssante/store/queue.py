@@ -118,6 +118,7 @@ class Claim:
     blob_id: int
     created_at: dt.datetime
     recipients: tuple[ClaimedRecipient, ...]
+    size: int = 0
 
 
 def next_delay(schedule: Sequence[int], attempts: int) -> dt.timedelta:
@@ -206,29 +207,39 @@ async def claim(
         return []
     lease_until = now + dt.timedelta(seconds=lease_seconds)
     groups: dict[tuple[int, str], list[ClaimedRecipient]] = {}
+    by_attempts: dict[int, list[int]] = {}
     for r in rows:
         attempts = r.attempts + 1
-        r.attempts = attempts
-        r.last_attempt_at = now
-        retry_at = now + next_delay(schedule, attempts)
-        r.next_attempt_at = retry_at
-        r.lease_owner = owner
-        r.lease_until = min(lease_until, retry_at)
+        by_attempts.setdefault(attempts, []).append(r.id)
         groups.setdefault((r.queue_message_id, r.domain), []).append(
             ClaimedRecipient(r.id, r.rcpt, r.orcpt, r.notify, attempts, r.delay_notified)
+        )
+    # One UPDATE per distinct attempt count (usually one), not one per row.
+    for attempts, ids in by_attempts.items():
+        retry_at = now + next_delay(schedule, attempts)
+        await session.execute(
+            update(QueueRecipient).where(QueueRecipient.id.in_(ids))
+            .values(attempts=attempts, last_attempt_at=now, next_attempt_at=retry_at, lease_owner=owner,
+                    lease_until=min(lease_until, retry_at))
+            .execution_options(synchronize_session=False)
         )
     msgs = {
         m.id: m
         for m in (await session.scalars(select(QueueMessage).where(QueueMessage.id.in_({k[0] for k in groups})))).all()
     }
-    await session.flush()
     out = []
     for (qid, domain), rcpts in groups.items():
         m = msgs[qid]
         out.append(
-            Claim(qid, domain, m.mail_from, m.envid, m.ret, m.message_id, m.blob_id, _aware(m.created_at), tuple(rcpts))
+            Claim(qid, domain, m.mail_from, m.envid, m.ret, m.message_id, m.blob_id, _aware(m.created_at), tuple(rcpts),
+                  int(m.size))
         )
     return out
+
+
+async def load_blobs(session: AsyncSession, blob_ids: Sequence[int]) -> dict[int, bytes]:
+    rows = (await session.execute(select(Blob.id, Blob.data).where(Blob.id.in_(list(set(blob_ids)))))).all()
+    return {int(i): bytes(d) for i, d in rows}
 
 
 async def load_blob(session: AsyncSession, blob_id: int) -> bytes:
@@ -238,9 +249,10 @@ async def load_blob(session: AsyncSession, blob_id: int) -> bytes:
     return bytes(data)
 
 
-async def mark_sent(session: AsyncSession, recipient_ids: Sequence[int]) -> None:
+async def mark_sent(session: AsyncSession, recipient_ids: Sequence[int],
+                    queue_message_ids: Sequence[int] | None = None) -> None:
     """The remote operator accepted these recipients: remove them (the audit trail keeps the outcome)."""
-    await _delete_recipients(session, recipient_ids)
+    await _delete_recipients(session, recipient_ids, queue_message_ids)
 
 
 async def mark_deferred(session: AsyncSession, recipient_ids: Sequence[int], error: str, *, delay_notified: bool | None = None) -> None:
@@ -251,22 +263,25 @@ async def mark_deferred(session: AsyncSession, recipient_ids: Sequence[int], err
     await session.execute(update(QueueRecipient).where(QueueRecipient.id.in_(list(recipient_ids))).values(**values))
 
 
-async def mark_failed(session: AsyncSession, recipient_ids: Sequence[int]) -> None:
+async def mark_failed(session: AsyncSession, recipient_ids: Sequence[int],
+                      queue_message_ids: Sequence[int] | None = None) -> None:
     """A permanent failure whose DSN was produced in this same transaction: remove the recipients."""
-    await _delete_recipients(session, recipient_ids)
+    await _delete_recipients(session, recipient_ids, queue_message_ids)
 
 
-async def _delete_recipients(session: AsyncSession, recipient_ids: Sequence[int]) -> None:
+async def _delete_recipients(session: AsyncSession, recipient_ids: Sequence[int],
+                             queue_message_ids: Sequence[int] | None = None) -> None:
     if not recipient_ids:
         return
-    qids = set(
-        (await session.scalars(select(QueueRecipient.queue_message_id).where(QueueRecipient.id.in_(list(recipient_ids))))).all()
-    )
-    await session.execute(delete(QueueRecipient).where(QueueRecipient.id.in_(list(recipient_ids))))
-    for qid in qids:
-        left = await session.scalar(select(func.count()).select_from(QueueRecipient).where(QueueRecipient.queue_message_id == qid))
-        if not left:
-            await session.execute(delete(QueueMessage).where(QueueMessage.id == qid))
+    if queue_message_ids is None:
+        queue_message_ids = list(set((await session.scalars(
+            select(QueueRecipient.queue_message_id).where(QueueRecipient.id.in_(list(recipient_ids))))).all()))
+    await session.execute(delete(QueueRecipient).where(QueueRecipient.id.in_(list(recipient_ids)))
+                          .execution_options(synchronize_session=False))
+    # Messages left without recipients are done.
+    left = select(QueueRecipient.id).where(QueueRecipient.queue_message_id == QueueMessage.id).exists()
+    await session.execute(delete(QueueMessage).where(QueueMessage.id.in_(list(queue_message_ids)), ~left)
+                          .execution_options(synchronize_session=False))
 
 
 # --- Administration (the `mssante queue` CLI) --------------------------------------------------------
