@@ -135,7 +135,8 @@ async def _ensure_tables(config: Any) -> None:
         await engine.dispose()
 
 
-async def _add_mailbox(config: Any, address: str, kind: str, display: str, idnps: str | None) -> str:
+async def _add_mailbox(config: Any, address: str, kind: str, display: str, idnps: str | None,
+                       structure_id: str | None = None) -> str:
     from mssante.auth.passwords import generate_password, hash_password
     from mssante.store.db import make_engine, make_sessions
     from mssante.store.mail import create_mailbox, mailbox_by_address
@@ -146,7 +147,7 @@ async def _add_mailbox(config: Any, address: str, kind: str, display: str, idnps
         async with make_sessions(engine)() as s, s.begin():
             if await mailbox_by_address(s, address) is None:
                 await create_mailbox(s, address, kind, display_name=display, owner_idnps=idnps,
-                                     password_hash=hash_password(password))
+                                     structure_id=structure_id, password_hash=hash_password(password))
     finally:
         await engine.dispose()
     return password
@@ -240,7 +241,8 @@ def _mdn(reader: str, lab: str, original_message_id: str, subject: str, now: dt.
     ).encode()
 
 
-async def _submit(port: int, user: str, password: str, anchors: str, mail_from: str, to: str, raw: bytes) -> None:
+async def _submit(port: int, user: str, password: str, anchors: str, mail_from: str, to: str | list[str],
+                  raw: bytes) -> None:
     import aiosmtplib
 
     ctx = ssl.create_default_context(cafile=anchors)
@@ -249,7 +251,7 @@ async def _submit(port: int, user: str, password: str, anchors: str, mail_from: 
     await smtp.connect()
     await smtp.starttls(tls_context=ctx)
     await smtp.login(user, password)
-    await smtp.sendmail(mail_from, [to], raw)
+    await smtp.sendmail(mail_from, [to] if isinstance(to, str) else to, raw)
     await smtp.quit()
 
 
@@ -291,6 +293,8 @@ async def run_demo(real: Path | None = None, *, keep: bool = False, timeout: flo
         patient_addr = f"{ins}@{PATIENT_DOMAIN}"
         prescriber_pw = await _add_mailbox(cfg1, prescriber, "PER", "Dr Adam HODA", "801234567897")
         patient_pw = await _add_mailbox(cfg2, patient_addr, "PER", "DOMINIQUE PAT-TROIS", None)
+        mail_lab = f"sil-mail@{OUR_DOMAIN}"  # a lab that only speaks MSSanté mail (native email entry)
+        mail_lab_pw = await _add_mailbox(cfg1, mail_lab, "APP", "Laboratoire (messagerie seule)", None, LAB_STRUCTURE)
         p.info(f"mailboxes: {prescriber} (prescriber), {patient_addr} (patient), labo@{OUR_DOMAIN} (the lab's APP mailbox)")
         space = DevAuthority(tmp / "ours" / "dev" / "authority").open()
         now = dt.datetime.now(dt.timezone.utc)
@@ -436,7 +440,25 @@ async def run_demo(real: Path | None = None, *, keep: bool = False, timeout: flo
         from mssante.y.cli import _print_legs
 
         _print_legs_to(p, v, _print_legs)
-        p.step("Demo complete: ACK AA, prescriber and patient mailboxes, DMP, read receipt, ZAM acks")
+
+        p.step(f"Native email entry: {mail_lab} (an APP mailbox, no HL7) submits an IHE_XDM.ZIP to "
+               f"dmp@{OUR_DOMAIN} and to the prescriber")
+        native = _native_mail(services, hl7, now, mail_lab, [f"dmp@{OUR_DOMAIN}", prescriber])
+        await _submit(ours.port("submission"), mail_lab, mail_lab_pw, anchors, mail_lab,
+                      [f"dmp@{OUR_DOMAIN}", prescriber], native)
+
+        async def native_view() -> dict[str, Any] | None:
+            async with services.sessions() as s:
+                v2 = await delivery_view(s, 2)
+            if v2 is None:
+                return None
+            dmp2 = [leg for leg in v2["leg_details"] if leg["kind"] == "dmp"]
+            return v2 if dmp2 and dmp2[0]["state"] in ("dmp-accepted", "dmp-rejected") else None
+
+        v2 = await _wait("the native email entry's DMP leg", native_view, deadline)
+        _print_legs_to(p, v2, _print_legs)
+        p.step("Demo complete: ACK AA, prescriber and patient mailboxes, DMP, DSN, read receipt, ZAM acks, "
+               "native email entry")
         return 0
     finally:
         for op in (ours, patient):
@@ -461,6 +483,27 @@ class _LisServices:
         self.config = Config()
         self.validator = None
         self.now = lambda: dt.datetime.now(dt.timezone.utc)
+
+
+def _native_mail(services: Any, hl7: bytes, now: dt.datetime, sender: str, to: list[str]) -> bytes:
+    """An ordinary MSSanté document message (XDM/1.0/DDM subject, X-MSS-* headers, IHE_XDM.ZIP), as a
+    lab's mail software would write it: here built by the same core from the example's CDA."""
+    import email
+    import email.policy
+    from email.utils import make_msgid
+
+    from mssante.y.service import YIntake
+
+    plan = YIntake.for_services(services)._decide(hl7, {}, now)
+    if not hasattr(plan, "mails"):
+        raise DemoError("the example could not be turned into a mail")
+    msg = email.message_from_bytes(plan.mails[0], policy=email.policy.SMTP)
+    for h in ("From", "To", "Message-ID", "Disposition-Notification-To", "Reply-To"):
+        del msg[h]
+    msg["From"] = sender
+    msg["To"] = ", ".join(to)
+    msg["Message-ID"] = make_msgid(domain=OUR_DOMAIN)
+    return msg.as_bytes()
 
 
 def _zam_key(z: bytes) -> tuple[str, str]:

@@ -18,6 +18,7 @@ async def test_demo_runs_the_ans_example_end_to_end(real_data: Path) -> None:
     assert "state dmp-accepted" in text
     for event in ("ZAM^Z01", "ZAM^Z02", "ZAM^Z03"):
         assert event in text
+    assert "MAIL^XDM" in text  # the native email entry became a tracked Y delivery
     assert "Demo complete" in text
 
 
