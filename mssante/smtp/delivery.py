@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mssante.smtp.dsn import DsnRecipient, build_dsn
@@ -176,6 +176,7 @@ class MailboxCache:
 
 
 CACHE_KEY = "smtp.mailbox_cache"
+_MAILBOX_BY_ADDRESS = select(Mailbox.id, Mailbox.enabled).where(Mailbox.address == bindparam("address"))
 
 
 async def local_mailbox(services: Any, address: str) -> int | None:
@@ -188,8 +189,9 @@ async def local_mailbox(services: Any, address: str) -> int | None:
     found, value = cache.get(addr, now)
     if found:
         return value  # type: ignore[no-any-return]
-    async with services.sessions() as s:
-        row = (await s.execute(select(Mailbox.id, Mailbox.enabled).where(Mailbox.address == addr))).first()
+    # A Core connection, not an ORM session: this runs for every new recipient address.
+    async with services.engine.connect() as conn:
+        row = (await conn.execute(_MAILBOX_BY_ADDRESS, {"address": addr})).first()
     value = None if row is None or not row[1] else int(row[0])
     cache.put(addr, value, now)
     return value

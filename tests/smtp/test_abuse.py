@@ -160,3 +160,20 @@ async def test_per_peer_connection_limit(ops: dict[str, Operator]) -> None:
     assert (await c3.reply()).startswith("421 4.7.0")
     for c in (c1, c2, c3):
         await c.close()
+
+
+async def test_pipelining(ops: dict[str, Operator], space: Space) -> None:
+    """RFC 2920: MAIL, RCPTs and DATA in one write get their replies in order."""
+    a, b = ops["a"], ops["b"]
+    await a.add_mailbox("dr.martin")
+    c = await tls_session(a, space, b.serv)
+    await c.send(b"MAIL FROM:<sec@op-b.test>\r\nRCPT TO:<dr.martin@op-a.test>\r\nRCPT TO:<nobody@op-a.test>\r\nDATA\r\n")
+    assert (await c.reply()).startswith("250 2.1.0")
+    assert (await c.reply()).startswith("250 2.1.5")
+    assert (await c.reply()).startswith("550 5.1.1")
+    assert (await c.reply()).startswith("354")
+    await c.send(b"Subject: p\r\n\r\nx\r\n.\r\nQUIT\r\n")
+    assert (await c.reply()).startswith("250 2.0.0")
+    assert (await c.reply()).startswith("221")
+    await c.close()
+    assert await count(a) == 1
