@@ -636,9 +636,18 @@ class YWorker:
                 jobs.append((row.id, row.endpoint, zam_payload(row, delivery, leg, now)))
         if not jobs:
             return 0
-        results = await asyncio.gather(*(self._send_zam(i, ep, payload) for i, ep, payload in jobs))
+        # One connection at a time per lab endpoint, in creation order (a Z02 before the Z03 of the same
+        # leg); different labs in parallel.
+        by_endpoint: dict[str, list[tuple[int, str, bytes]]] = {}
+        for job in jobs:
+            by_endpoint.setdefault(job[1], []).append(job)
+
+        async def send_in_order(batch: list[tuple[int, str, bytes]]) -> list[tuple[int, tuple[bool, str, str | None]]]:
+            return [(i, await self._send_zam(i, ep, payload)) for i, ep, payload in batch]
+
+        done = [r for batch in await asyncio.gather(*(send_in_order(b) for b in by_endpoint.values())) for r in batch]
         async with self.services.sessions() as s, s.begin():
-            for (row_id, _, _), (ok, code, err) in zip(jobs, results, strict=True):
+            for row_id, (ok, code, err) in done:
                 values: dict[str, Any] = {"ack_code": code, "last_error": err}
                 if ok:
                     values["sent_at"] = self.services.now()
