@@ -129,6 +129,14 @@ def certificate_matches(rule: SenderRule, peer: PeerInfo) -> bool:
     return any(cn.strip() == want for cn in cns)
 
 
+def _may_need_lookups(payload: bytes) -> bool:
+    """Cheap pre-check: some PRT RCT segment has no X.400 address (then the directory is asked)."""
+    for line in payload.replace(b"\n", b"\r").split(b"\r"):
+        if line.startswith(b"PRT|") and b"RCT^" in line and b"^X.400^" not in line.upper():
+            return True
+    return False
+
+
 def _msh_key(payload: bytes) -> tuple[str, str, str] | None:
     """MSH-3.1, MSH-4.1 and MSH-10 read from the first line only (duplicate pre-check)."""
     first = payload[:2048].replace(b"\n", b"\r").split(b"\r", 1)[0]
@@ -267,10 +275,12 @@ class YIntake:
         return self._trusted[1]
 
     async def _lookups(self, payload: bytes) -> dict[str, list[str]]:
-        ids = lookups_needed(payload, self.intake_config.limits)
         directory = self.services.directory
         out: dict[str, list[str]] = {}
-        if not ids or directory is None:
+        if directory is None or not _may_need_lookups(payload):
+            return out  # no full parse on the event loop when every RCT carries its address
+        ids = lookups_needed(payload, self.intake_config.limits)
+        if not ids:
             return out
         for ident in ids:
             try:
@@ -336,11 +346,19 @@ class YIntake:
                     return IntakeResult(stored[1].encode("utf-8"), "AA", stored[0], duplicate=True)
         lookups = await self._lookups(payload)
         now = self.services.now()
+        rendered: StoragePlan | YRefusal | None = None
         if self._pool is not None:
-            rendered = await asyncio.get_running_loop().run_in_executor(
-                self._pool, plan_for_storage, payload, lookups, now, self.intake_config, self.trusted_domains(),
-                self.services.config.operator.domain, _ack_control_id())
-        else:
+            try:
+                rendered = await asyncio.get_running_loop().run_in_executor(
+                    self._pool, plan_for_storage, payload, lookups, now, self.intake_config, self.trusted_domains(),
+                    self.services.config.operator.domain, _ack_control_id())
+            except (RuntimeError, OSError, concurrent.futures.process.BrokenProcessPool):
+                # No usable pool (spawn refused, a worker died): decide in a thread from now on.
+                log.exception("y intake: the decide process pool failed; deciding in a thread")
+                pool, self._pool = self._pool, None
+                if pool is not None:
+                    pool.shutdown(wait=False, cancel_futures=True)
+        if rendered is None:
             rendered = await asyncio.to_thread(self._decide, payload, lookups, now)
         if isinstance(rendered, YRefusal):
             problem = rendered.problems[0]
