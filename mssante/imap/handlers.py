@@ -24,6 +24,7 @@ from mssante.imap.handlers_selected import (
     cmd_search,
     cmd_sort,
     cmd_store,
+    cmd_thread,
     cmd_unselect,
 )
 from mssante.imap.parser import Command
@@ -461,5 +462,5 @@ HANDLERS: dict[str, Callable[[Session, Command], Awaitable[None]]] = {
     "APPEND": cmd_append, "IDLE": cmd_idle,
     "CHECK": cmd_check, "CLOSE": cmd_close, "UNSELECT": cmd_unselect, "EXPUNGE": cmd_expunge,
     "SEARCH": cmd_search, "FETCH": cmd_fetch, "STORE": cmd_store, "COPY": cmd_copy, "MOVE": cmd_copy,
-    "SORT": cmd_sort,
+    "SORT": cmd_sort, "THREAD": cmd_thread,
 }

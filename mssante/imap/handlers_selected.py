@@ -381,5 +381,34 @@ async def cmd_sort(s: Session, cmd: Command) -> None:
     s.ok(cmd.tag, f"{'UID ' if cmd.uid else ''}SORT completed")
 
 
-__all__ = ["cmd_check", "cmd_close", "cmd_copy", "cmd_expunge", "cmd_fetch", "cmd_search", "cmd_sort",
+# Command: RFC 5256 §3 THREAD=ORDEREDSUBJECT
+async def cmd_thread(s: Session, cmd: Command) -> None:
+    key = cmd.args["key"]
+    cands, lazy = await _candidates(s, ("AND", (key, ("LARGER", -1))))
+    ctx = _search_ctx(s)
+    hits = [c for c in cands if c.detail is not None and searchmod.matches(key, c, ctx, lazy)]
+    # Group by base subject, sort each group by sent date (then sequence), order the threads by
+    # the date of their first message; the first message is the parent of all the others.
+    groups: dict[str, list[searchmod.Candidate]] = {}
+    for c in hits:
+        assert c.detail is not None
+        groups.setdefault(_base_subject(c.detail.envelope[1]), []).append(c)
+    threads = [sorted(g, key=lambda c: _sort_key([(False, "DATE")], c)) for g in groups.values()]
+    threads.sort(key=lambda t: _sort_key([(False, "DATE")], t[0]))
+    # RFC 5256 §4 grammar: thread lists are adjacent; one child is "(1 2)", several "(1 (2)(3))".
+    lists = []
+    for t in threads:
+        nums = [c.uid if cmd.uid else c.msn for c in t]
+        if len(nums) == 1:
+            lists.append(b"(%d)" % nums[0])
+        elif len(nums) == 2:
+            lists.append(b"(%d %d)" % (nums[0], nums[1]))
+        else:
+            lists.append(b"(%d " % nums[0] + b"".join(b"(%d)" % n for n in nums[1:]) + b")")
+    s.untagged(b"THREAD" + (b" " + b"".join(lists) if lists else b""))
+    await s.flush_updates(allow_expunge=cmd.uid)
+    s.ok(cmd.tag, f"{'UID ' if cmd.uid else ''}THREAD completed")
+
+
+__all__ = ["cmd_thread", "cmd_check", "cmd_close", "cmd_copy", "cmd_expunge", "cmd_fetch", "cmd_search", "cmd_sort",
            "cmd_store", "cmd_unselect", "StoreError"]

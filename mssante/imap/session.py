@@ -196,7 +196,7 @@ class Session:
         caps += ["IDLE", "UIDPLUS", "MOVE", "SPECIAL-USE", "CREATE-SPECIAL-USE", "NAMESPACE", "UNSELECT",
                  "CHILDREN", "CONDSTORE", "QRESYNC", "ESEARCH", "SEARCHRES", "LIST-EXTENDED", "LIST-STATUS",
                  "STATUS=SIZE", f"APPENDLIMIT={self.ctx.settings.append_limit}", "BINARY", "MULTIAPPEND",
-                 "SORT", "WITHIN"]
+                 "SORT", "THREAD=ORDEREDSUBJECT", "WITHIN"]
         return " ".join(caps)
 
     # --- the command loop -------------------------------------------------------------------------

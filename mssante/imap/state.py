@@ -27,7 +27,7 @@ AUTHENTICATED = frozenset({
 })
 # RFC 9051 §6.4: selected only.
 SELECTED = frozenset({
-    "CHECK", "CLOSE", "UNSELECT", "EXPUNGE", "SEARCH", "FETCH", "STORE", "COPY", "MOVE", "SORT",
+    "CHECK", "CLOSE", "UNSELECT", "EXPUNGE", "SEARCH", "FETCH", "STORE", "COPY", "MOVE", "SORT", "THREAD",
 })
 
 ALLOWED: dict[State, frozenset[str]] = {

@@ -60,3 +60,17 @@ async def test_bad_charset_and_sort(env: Env, logged: Client) -> None:
     assert "* SORT 1 3 2" in r
     r = await logged.cmd("d SORT (FROM) UTF-8 NOT SEEN")
     assert "* SORT 2 3" in r
+
+
+async def test_thread_orderedsubject(env: Env, logged: Client) -> None:
+    await env.deliver(message("Bilan"))
+    await env.deliver(message("Autre"))
+    await env.deliver(message("Re: Bilan"))
+    await env.deliver(message("RE: Fwd: bilan"))
+    await logged.cmd("s SELECT INBOX")
+    r = await logged.cmd("a THREAD ORDEREDSUBJECT UTF-8 ALL")
+    assert "* THREAD (1 (3)(4))(2)" in r, r
+    r = await logged.cmd("d UID THREAD ORDEREDSUBJECT UTF-8 NOT UID 4")
+    assert "* THREAD (1 3)(2)" in r, r
+    assert "THREAD=ORDEREDSUBJECT" in await logged.cmd("b CAPABILITY")
+    assert "c BAD" in await logged.cmd("c THREAD REFERENCES UTF-8 ALL")
