@@ -464,6 +464,8 @@ class GatewaySMTP(SMTP):
             reply = e.reply
         finally:
             self._set_post_data_state()
+        if reply.startswith("250"):
+            self._errors = 0  # the error budget counts errors since the last accepted message
         await self.push(reply)
 
     async def _read_data(self) -> tuple[bytes, str | None]:
