@@ -243,3 +243,41 @@ async def test_one_message_to_three_operators_grouped_by_domain(mesh: Mesh, spac
     async with b.services.sessions() as s:
         acc = (await s.scalars(select(AuditEvent).where(AuditEvent.action == "smtp.mta.accept"))).one()
     assert acc.details["local"] == ["dr.b@op-b.test", "sec.b@op-b.test"] and "mx.op-a.test" in acc.actor
+
+
+async def test_two_relay_workers_share_a_postgresql_queue(space: Space, tmp_path: Path, pg_url: str) -> None:
+    """Two gateway processes' workers on one PostgreSQL queue: every message delivered exactly once."""
+    dns = await DnsServer.start()
+    port = common_port([IPS["a"], IPS["b"]])
+    relay = {"dns_server": dns.address}
+    a = await make_operator(space, tmp_path / "a", "op-a.test", ip=IPS["a"], relay=relay, db_url=pg_url)
+    b = await make_operator(space, tmp_path / "b", "op-b.test", ip=IPS["b"], relay=relay)
+    refresh_trust(space, a, b)
+    m = __import__("mssante.smtp.server", fromlist=["start_mta"])
+    b.listeners.append(await m.start_mta(b.services, f"{b.ip}:{port}"))
+    dns.add("mx.op-b.test", "A", b.ip)
+    dns.add("op-b.test", "MX", "10 mx.op-b.test.")
+    try:
+        await a.add_mailbox("dr.a")
+        await b.add_mailbox("dr.b")
+        now = utcnow()
+        async with a.services.sessions() as s, s.begin():
+            for i in range(30):
+                await qstore.enqueue(s, message("dr.a@op-a.test", "dr.b@op-b.test", mid=f"<pg{i}@op-a.test>"),
+                                     "dr.a@op-a.test", [qstore.NewRecipient("dr.b@op-b.test")], now=now)
+        workers = [RelayWorker(a.services, mx_port=port, timeout=10, batch=4) for _ in range(2)]
+
+        async def drain(w: RelayWorker) -> int:
+            total = 0
+            while n := await w.run_once():
+                total += n
+            return total
+
+        done = await asyncio.gather(*(drain(w) for w in workers))
+        assert sum(done) == 30 and all(done)  # both took part
+        got = await inbox(b, "dr.b@op-b.test")
+        assert len(got) == 30 and len({g.split(b"Message-ID: ")[1][:20] for g in got}) == 30
+    finally:
+        await a.stop()
+        await b.stop()
+        dns.stop()
