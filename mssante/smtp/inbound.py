@@ -92,10 +92,10 @@ class InboundPolicy:
     async def data(self, conn: GatewaySMTP, tx: Transaction, raw: bytes) -> str:
         s = conn.gsession
         try:
-            fields, _ = split_message(raw)
+            mid = message_id_of(split_message(raw)[0])
         except MessageFormatError:
-            raise SmtpReply("550 5.6.0 Malformed message header") from None
-        mid = message_id_of(fields)
+            # A relaying MTA does not repair or refuse content (RFC 5321 §2.3.9 / §7.9): keep it as it came.
+            mid = None
         qid = secrets.token_hex(6)
         now = self.services.now()
         received = received_header(

@@ -177,3 +177,16 @@ async def test_pipelining(ops: dict[str, Operator], space: Space) -> None:
     assert (await c.reply()).startswith("221")
     await c.close()
     assert await count(a) == 1
+
+
+async def test_malformed_header_is_still_delivered_inbound(ops: dict[str, Operator], space: Space) -> None:
+    a, b = ops["a"], ops["b"]
+    await a.add_mailbox("dr.martin")
+    c = await tls_session(a, space, b.serv)
+    await c.cmd("MAIL FROM:<sec@op-b.test>")
+    await c.cmd("RCPT TO:<dr.martin@op-a.test>")
+    await c.cmd("DATA")
+    await c.send(b"no header here\r\n.\r\n")
+    assert (await c.reply()).startswith("250 2.0.0")
+    await c.close()
+    assert await count(a) == 1
