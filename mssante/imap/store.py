@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from sqlalchemy import and_, delete, func, insert, select, text, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from mssante.imap.mime import summarize
 from mssante.store.mail import NOTIFY_CHANNEL, allocate_uid, store_blob
@@ -106,7 +106,11 @@ def _flags(s: str) -> tuple[str, ...]:
     return tuple(s.split()) if s else ()
 
 
-def _finfo(f: Folder) -> FolderInfo:
+_FOLDER_COLS = (Folder.id, Folder.name, Folder.special_use, Folder.uidvalidity, Folder.uidnext,
+                Folder.highestmodseq, Folder.subscribed)
+
+
+def _finfo(f: Any) -> FolderInfo:
     return FolderInfo(int(f.id), f.name, f.special_use, int(f.uidvalidity), int(f.uidnext), int(f.highestmodseq),
                       bool(f.subscribed))
 
@@ -162,9 +166,12 @@ class SqlStorage:
         self._published = published
         self._new_uidvalidity = new_uidvalidity
         bind = sessions.kw.get("bind")
+        if not isinstance(bind, AsyncEngine):
+            raise ValueError("SqlStorage needs a sessionmaker bound to an AsyncEngine (mssante.store.db)")
+        self._engine = bind
         # SQLite has one writer at a time, its busy handler sleeps (1, 2, 5, 10... ms) while it waits
         # and every commit is an fsync: writers of this process share group-committed transactions.
-        self._group = bind is None or bind.dialect.name == "sqlite"
+        self._group = bind.dialect.name == "sqlite"
         self._wlock = asyncio.Lock()  # held by the open batch from BEGIN to COMMIT
         self._batch: _Batch | None = None
         self._opening: asyncio.Future[None] | None = None
@@ -174,15 +181,16 @@ class SqlStorage:
         self.batched = 0  # operations they carried
 
     @contextlib.asynccontextmanager
-    async def _read(self) -> AsyncIterator[AsyncSession]:
-        """A read session. On SQLite at most `_READERS` at once: beyond the pool's 5 kept connections
-        each checkout would open (and close) a new aiosqlite connection and thread."""
+    async def _read(self) -> AsyncIterator[AsyncConnection]:
+        """A Core connection for reads (no ORM session: cheaper per query). On SQLite at most
+        `_READERS` at once: beyond the pool's 5 kept connections each checkout would open (and
+        close) a new aiosqlite connection and thread."""
         if self._readers is None:
-            async with self._sessions() as s:
-                yield s
+            async with self._engine.connect() as c:
+                yield c
             return
-        async with self._readers, self._sessions() as s:
-            yield s
+        async with self._readers, self._engine.connect() as c:
+            yield c
 
     @contextlib.asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncSession]:
@@ -279,12 +287,13 @@ class SqlStorage:
 
     async def folders(self, mailbox_id: int) -> list[FolderInfo]:
         async with self._read() as s:
-            rows = (await s.scalars(select(Folder).where(Folder.mailbox_id == mailbox_id))).all()
+            rows = (await s.execute(select(*_FOLDER_COLS).where(Folder.mailbox_id == mailbox_id))).all()
         return sorted((_finfo(f) for f in rows), key=lambda f: (f.name != "INBOX", f.name))
 
     async def folder(self, mailbox_id: int, name: str) -> FolderInfo | None:
         async with self._read() as s:
-            f = await s.scalar(select(Folder).where(Folder.mailbox_id == mailbox_id, Folder.name == name))
+            f = (await s.execute(select(*_FOLDER_COLS).where(Folder.mailbox_id == mailbox_id,
+                                                             Folder.name == name))).first()
         return None if f is None else _finfo(f)
 
     async def highestmodseq(self, folder_id: int) -> int | None:
@@ -302,7 +311,8 @@ class SqlStorage:
         """SELECT: the folder row first, then its messages, on one connection. A change committed
         between the two reads has a MODSEQ above the folder's and is reported by the next sync."""
         async with self._read() as s:
-            f = await s.scalar(select(Folder).where(Folder.mailbox_id == mailbox_id, Folder.name == name))
+            f = (await s.execute(select(*_FOLDER_COLS).where(Folder.mailbox_id == mailbox_id,
+                                                             Folder.name == name))).first()
             if f is None:
                 return None
             rows = (await s.execute(select(Message.uid, Message.flags, Message.modseq)
@@ -331,7 +341,7 @@ class SqlStorage:
 
     async def _changes_since(self, folder_id: int, modseq: int) -> Changes | None:
         async with self._read() as s:
-            f = await s.get(Folder, folder_id)
+            f = (await s.execute(select(*_FOLDER_COLS).where(Folder.id == folder_id))).first()
             if f is None:
                 return None
             out = Changes(_finfo(f))
