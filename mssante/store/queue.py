@@ -38,7 +38,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from mssante.store.base import Base
 from mssante.store.mail import store_blob
-from mssante.store.models import BigId, Blob
+from mssante.store.models import BigId, Blob, Message
 
 # Recipient states.
 QUEUED = "queued"  # waiting for an attempt (or leased by a worker)
@@ -276,12 +276,20 @@ async def _delete_recipients(session: AsyncSession, recipient_ids: Sequence[int]
     if queue_message_ids is None:
         queue_message_ids = list(set((await session.scalars(
             select(QueueRecipient.queue_message_id).where(QueueRecipient.id.in_(list(recipient_ids))))).all()))
+    blob_ids = list((await session.scalars(
+        select(QueueMessage.blob_id).where(QueueMessage.id.in_(list(queue_message_ids))))).all())
     await session.execute(delete(QueueRecipient).where(QueueRecipient.id.in_(list(recipient_ids)))
                           .execution_options(synchronize_session=False))
     # Messages left without recipients are done.
     left = select(QueueRecipient.id).where(QueueRecipient.queue_message_id == QueueMessage.id).exists()
     await session.execute(delete(QueueMessage).where(QueueMessage.id.in_(list(queue_message_ids)), ~left)
                           .execution_options(synchronize_session=False))
+    # Their content goes too unless a mailbox message or another queued message still uses it.
+    if blob_ids:
+        in_mailbox = select(Message.id).where(Message.blob_id == Blob.id).exists()
+        in_queue = select(QueueMessage.id).where(QueueMessage.blob_id == Blob.id).exists()
+        await session.execute(delete(Blob).where(Blob.id.in_(blob_ids), ~in_mailbox, ~in_queue)
+                              .execution_options(synchronize_session=False))
 
 
 # --- Administration (the `mssante queue` CLI) --------------------------------------------------------
@@ -343,10 +351,11 @@ async def drop(session: AsyncSession, queue_message_id: int) -> int:
     n = await session.scalar(
         select(func.count()).select_from(QueueRecipient).where(QueueRecipient.queue_message_id == queue_message_id)
     )
-    await session.execute(delete(QueueRecipient).where(QueueRecipient.queue_message_id == queue_message_id))
-    res = await session.execute(delete(QueueMessage).where(QueueMessage.id == queue_message_id))
-    if not res.rowcount:  # type: ignore[attr-defined]
+    ids = list((await session.scalars(
+        select(QueueRecipient.id).where(QueueRecipient.queue_message_id == queue_message_id))).all())
+    if not ids:
         raise QueueError(f"no queued message {queue_message_id}")
+    await _delete_recipients(session, ids, [queue_message_id])
     return int(n or 0)
 
 

@@ -173,3 +173,30 @@ async def test_batched_local_delivery_keeps_uid_rules(sessions) -> None:
         assert len({m for _, m in items}) == len(items)  # one MODSEQ per change
         assert folders[f].uidnext == len(uids) + 1 and folders[f].highestmodseq == max(m for _, m in items)
     assert sorted(len(v) for v in by_folder.values()) == [1, 22]
+
+
+async def test_relayed_content_is_removed_unless_still_used(sessions) -> None:
+    from mssante.store.models import Blob
+
+    async with sessions() as s, s.begin():
+        box = (await create_mailbox(s, "dr@op-a.test", "PER")).id
+        shared = b"Subject: shared\r\n\r\nx\r\n"
+        await deliver(s, shared, [box], internaldate=T0)  # a local copy uses the same blob
+        await qstore.enqueue(s, shared, "dr@op-a.test", [qstore.NewRecipient("b@op-b.test")], now=T0)
+        await qstore.enqueue(s, b"Subject: only relayed\r\n\r\ny\r\n", "dr@op-a.test",
+                             [qstore.NewRecipient("b@op-b.test"), qstore.NewRecipient("c@op-c.test")], now=T0)
+    async with sessions() as s, s.begin():
+        claims = await qstore.claim(s, "w", now=T0, schedule=SCHEDULE)
+    only = next(c for c in claims if c.domain == "op-c.test")
+    async with sessions() as s, s.begin():
+        await qstore.mark_sent(s, [r.id for r in only.recipients], [only.queue_message_id])
+    async with sessions() as s:
+        assert await s.scalar(select(func.count()).select_from(Blob)) == 2  # still queued for op-b
+    async with sessions() as s, s.begin():
+        for c in claims:
+            if c.domain == "op-b.test":
+                await qstore.mark_sent(s, [r.id for r in c.recipients], [c.queue_message_id])
+    async with sessions() as s:
+        data = list((await s.scalars(select(Blob.data))).all())
+        assert data == [b"Subject: shared\r\n\r\nx\r\n"]  # the mailbox copy keeps its content
+        assert await s.scalar(select(func.count()).select_from(qstore.QueueMessage)) == 0
