@@ -38,3 +38,16 @@ async def test_append_too_big_refused_before_literal(env: Env) -> None:
     assert "a NO [TOOBIG]" in r
     assert "APPENDLIMIT=1000" in await c.cmd("b CAPABILITY")
     await c.close()
+
+
+async def test_append_literal8_and_binary_fetch(logged: Client) -> None:
+    # RFC 3516 §4.4: APPEND with a literal8 (binary content, NUL allowed).
+    pdf = b"%PDF\x00\x01\x02binary"
+    raw = (b"From: a@op-b.test\r\nSubject: bin\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+           b"--b\r\nContent-Type: application/pdf\r\nContent-Transfer-Encoding: binary\r\n\r\n" + pdf + b"\r\n--b--\r\n")
+    r = await logged.cmd(b"a APPEND INBOX ~{%d+}\r\n" % len(raw) + raw)
+    assert "a OK [APPENDUID" in r
+    await logged.cmd("s SELECT INBOX")
+    r = await logged.cmd("b FETCH 1 (BINARY.PEEK[1] BINARY.SIZE[1])")
+    assert "BINARY[1] ~{%d}\r\n" % len(pdf) in r and "BINARY.SIZE[1] %d" % len(pdf) in r
+    assert "c BAD" in await logged.cmd(b"c APPEND INBOX {3+}\r\na\x00b")  # NUL needs literal8
