@@ -14,9 +14,9 @@ import datetime as dt
 import re
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
-from sqlalchemy import and_, delete, func, insert, select, text, update
+from sqlalchemy import Table, and_, delete, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from mssante.imap.mime import summarize
@@ -106,6 +106,8 @@ def _flags(s: str) -> tuple[str, ...]:
     return tuple(s.split()) if s else ()
 
 
+_F = cast(Table, Folder.__table__)
+_M = cast(Table, Message.__table__)
 _FOLDER_COLS = (Folder.id, Folder.name, Folder.special_use, Folder.uidvalidity, Folder.uidnext,
                 Folder.highestmodseq, Folder.subscribed)
 
@@ -381,9 +383,10 @@ class SqlStorage:
         return out
 
     async def _bump(self, s: AsyncSession, folder_id: int) -> int:
-        row = (await s.execute(update(Folder).where(Folder.id == folder_id)
-                               .values(highestmodseq=Folder.highestmodseq + 1)
-                               .returning(Folder.highestmodseq))).one_or_none()
+        c = await s.connection()  # Core statements: no ORM bulk-update bookkeeping on the hot path
+        row = (await c.execute(update(_F).where(_F.c.id == folder_id)
+                               .values(highestmodseq=_F.c.highestmodseq + 1)
+                               .returning(_F.c.highestmodseq))).one_or_none()
         if row is None:
             raise StoreError("mailbox no longer exists", "NONEXISTENT")
         return int(row[0])
@@ -392,8 +395,9 @@ class SqlStorage:
         """Take the folder's write lock first (PostgreSQL row lock; SQLite RESERVED lock), so that a
         read-modify-write of flags serialises with every other writer (other listeners, the MTA,
         other processes) and a SQLite transaction never reads and then fails to upgrade."""
-        r = await s.execute(update(Folder).where(Folder.id == folder_id).values(uidnext=Folder.uidnext))
-        if not r.rowcount:  # type: ignore[attr-defined]
+        c = await s.connection()
+        r = await c.execute(update(_F).where(_F.c.id == folder_id).values(uidnext=_F.c.uidnext))
+        if not r.rowcount:
             raise StoreError("mailbox no longer exists", "NONEXISTENT")
 
     async def store_flags(self, folder_id: int, uids: Sequence[int], mode: str, flags: Sequence[str],
@@ -402,11 +406,12 @@ class SqlStorage:
         res = StoreResult([], [], [])
         async with self._write() as s:
             await self._lock(s, folder_id)
+            c = await s.connection()
             modseq = 0
             newly_seen: list[int] = []
             for chunk in _chunks(sorted(uids), 500):
-                rows = (await s.execute(select(Message.id, Message.uid, Message.flags, Message.modseq)
-                                        .where(Message.folder_id == folder_id, Message.uid.in_(chunk)))).all()
+                rows = (await c.execute(select(_M.c.id, _M.c.uid, _M.c.flags, _M.c.modseq)
+                                        .where(_M.c.folder_id == folder_id, _M.c.uid.in_(chunk)))).all()
                 for mid, uid, fl, ms in rows:
                     old = set(_flags(fl))
                     if unchangedsince is not None and int(ms) > unchangedsince:
@@ -418,7 +423,7 @@ class SqlStorage:
                     if not modseq:
                         modseq = await self._bump(s, folder_id)  # one new MODSEQ for this command
                     nf = " ".join(sorted(new))
-                    await s.execute(update(Message).where(Message.id == mid).values(flags=nf, modseq=modseq))
+                    await c.execute(update(_M).where(_M.c.id == mid).values(flags=nf, modseq=modseq))
                     res.changed.append(MessageMeta(int(uid), tuple(sorted(new)), modseq))
                     if "\\Seen" in new and "\\Seen" not in old:
                         newly_seen.append(int(uid))
@@ -502,9 +507,10 @@ class SqlStorage:
         Returns (expunged uids, the expunge's MODSEQ or 0)."""
         async with self._write() as s:
             await self._lock(s, folder_id)
-            q = select(Message.id, Message.uid, Message.flags).where(Message.folder_id == folder_id,
-                                                                      Message.flags.like("%\\Deleted%"))
-            rows = (await s.execute(q)).all()
+            c = await s.connection()
+            q = select(_M.c.id, _M.c.uid, _M.c.flags).where(_M.c.folder_id == folder_id,
+                                                          _M.c.flags.like("%Deleted%"))
+            rows = (await c.execute(q)).all()
             allowed = None if uids is None else set(uids)
             gone = [(int(i), int(u)) for i, u, f in rows
                     if "\\Deleted" in _flags(f) and (allowed is None or int(u) in allowed)]
@@ -512,8 +518,9 @@ class SqlStorage:
                 return [], 0
             modseq = await self._bump(s, folder_id)
             for chunk in _chunks([i for i, _u in gone], 500):
-                await s.execute(delete(Message).where(Message.id.in_(chunk)))
-            await s.execute(insert(Expunged), [{"folder_id": folder_id, "uid": u, "modseq": modseq} for _i, u in gone])
+                await c.execute(delete(_M).where(_M.c.id.in_(chunk)))
+            await c.execute(insert(cast(Table, Expunged.__table__)),
+                            [{"folder_id": folder_id, "uid": u, "modseq": modseq} for _i, u in gone])
             if events is not None:
                 s.add_all(list(events(sorted(u for _i, u in gone))))
             await self._notify(s, [folder_id], modseq)
