@@ -146,7 +146,10 @@ async def accept(services: Any, acc: Acceptance) -> None:
             await extra(session)
             session.add(event)
 
-    await committer_for(services).submit(job)
+    folders = await committer_for(services).submit(job)
+    if folders and services.notifier is not None:
+        for folder_id in folders:  # IMAP IDLE sessions of this process (after COMMIT)
+            services.notifier.publish(folder_id)
     if acc.remote:
         relay_wakeup(services).set()
 

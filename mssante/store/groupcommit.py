@@ -60,10 +60,14 @@ class LocalDelivery:
 Job = Callable[[AsyncSession], Awaitable[Any]] | LocalDelivery
 
 
-async def deliver_many(session: AsyncSession, items: Sequence[LocalDelivery], folder: str = "INBOX") -> None:
-    """Store a batch of local deliveries with a constant number of statements. The caller commits."""
+async def deliver_many(session: AsyncSession, items: Sequence[LocalDelivery],
+                       folder: str = "INBOX") -> list[list[int]]:
+    """Store a batch of local deliveries with a constant number of statements. The caller commits.
+
+    Returns, for each item, the folder ids it was delivered to (to publish to IMAP sessions after commit).
+    """
     if not items:
-        return
+        return []
     dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
     digests: dict[str, bytes] = {}
     for it in items:
@@ -116,6 +120,7 @@ async def deliver_many(session: AsyncSession, items: Sequence[LocalDelivery], fo
     if dialect == "postgresql":
         for f in sorted(counts):
             await session.execute(text("SELECT pg_notify(:ch, :payload)"), {"ch": NOTIFY_CHANNEL, "payload": str(f)})
+    return [sorted({folder_of[b] for b in it.mailbox_ids}) for it in items]
 
 
 class CommitterClosed(RuntimeError):
@@ -241,9 +246,10 @@ class GroupCommitter:
         async with self._sessions() as session:
             async with session.begin():
                 deliveries = [job for job, _ in batch if isinstance(job, LocalDelivery)]
+                folders: list[list[int]] = []
                 if deliveries:
                     try:
-                        await deliver_many(session, deliveries)
+                        folders = await deliver_many(session, deliveries)
                     except asyncio.CancelledError:
                         raise
                     except Exception as e:
@@ -251,10 +257,14 @@ class GroupCommitter:
                             raise _JobFailed(0, e) from e
                         raise  # not attributable to one job: the caller retries each alone
                 results: list[Any] = []
+                delivered = iter(folders)
                 for i, (job, _) in enumerate(batch):
                     try:
                         if isinstance(job, LocalDelivery):
-                            results.append(await job.then(session) if job.then is not None else None)
+                            # A LocalDelivery's result is the list of folder ids it was delivered to.
+                            if job.then is not None:
+                                await job.then(session)
+                            results.append(next(delivered))
                         else:
                             results.append(await job(session))
                     except asyncio.CancelledError:

@@ -195,3 +195,20 @@ async def test_too_many_recipients(ops: dict[str, Operator], space: Space) -> No
         await c.rcpt("u2@op-a.test")
     assert e.value.code == 452 and "4.5.3" in e.value.message
     await c.quit()
+
+
+async def test_delivery_wakes_imap_sessions_of_this_process(ops: dict[str, Operator], space: Space) -> None:
+    from mssante.store.models import Folder
+    from mssante.store.notify import FolderNotifier
+
+    a, b = ops["a"], ops["b"]
+    box = await a.add_mailbox("dr.martin")
+    async with a.services.sessions() as s:
+        inbox_id = await s.scalar(select(Folder.id).where(Folder.mailbox_id == box, Folder.name == "INBOX"))
+    a.services.notifier = FolderNotifier()
+    seen: list[int] = []
+    a.services.notifier.subscribe(inbox_id, lambda f, m: seen.append(f))
+    c = await mta_client(a, space, b.serv)
+    await c.sendmail("sec@op-b.test", ["dr.martin@op-a.test"], message("sec@op-b.test", "dr.martin@op-a.test"))
+    await c.quit()
+    assert seen == [inbox_id]
