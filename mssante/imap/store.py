@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import hashlib
 import re
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
 from sqlalchemy import Table, and_, delete, func, insert, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from mssante.imap.mime import summarize
@@ -108,6 +110,7 @@ def _flags(s: str) -> tuple[str, ...]:
 
 _F = cast(Table, Folder.__table__)
 _M = cast(Table, Message.__table__)
+_B = cast(Table, Blob.__table__)
 _FOLDER_COLS = (Folder.id, Folder.name, Folder.special_use, Folder.uidvalidity, Folder.uidnext,
                 Folder.highestmodseq, Folder.subscribed)
 
@@ -489,17 +492,34 @@ class SqlStorage:
         mid = env[9]
         # Stored in UTC: SQLite keeps no offset, so the instant is what must survive.
         internaldate = internaldate.astimezone(dt.timezone.utc)
+        digest = hashlib.sha256(raw).hexdigest()
         async with self._write() as s:
             await self._lock(s, folder_id)
-            blob_id = await store_blob(s, raw)
+            blob_id = await self._store_blob(s, raw, digest)
             uid, modseq = await allocate_uid(s, folder_id)
-            s.add(Message(folder_id=folder_id, uid=uid, blob_id=blob_id, flags=" ".join(norm_flags(flags)),
-                          modseq=modseq, internaldate=internaldate, size=len(raw),
-                          message_id=mid[:998] if mid else None, envelope=env, bodystructure=bs))
-            await s.flush()
+            c = await s.connection()
+            await c.execute(insert(_M).values(
+                folder_id=folder_id, uid=uid, blob_id=blob_id, flags=" ".join(norm_flags(flags)), modseq=modseq,
+                internaldate=internaldate, size=len(raw), message_id=mid[:998] if mid else None, envelope=env,
+                bodystructure=bs))
             await self._notify(s, [folder_id], modseq)
         self._published_after_commit([folder_id], modseq)
         return uid, modseq
+
+    async def _store_blob(self, s: AsyncSession, raw: bytes, digest: str) -> int:
+        """mssante.store.mail.store_blob in one statement when the blob is new (INSERT ... ON CONFLICT
+        DO NOTHING RETURNING id), two when it already exists (content-addressed, stored once)."""
+        c = await s.connection()
+        values = {"sha256": digest, "size": len(raw), "data": raw}
+        ins: Any = (postgresql.insert(_B) if c.dialect.name == "postgresql" else sqlite.insert(_B))
+        row = (await c.execute(ins.values(**values).on_conflict_do_nothing(index_elements=["sha256"])
+                               .returning(_B.c.id))).first()
+        if row is not None:
+            return int(row[0])
+        found = await c.scalar(select(_B.c.id).where(_B.c.sha256 == digest))
+        if found is None:  # cannot happen: the conflicting row is visible to us
+            return await store_blob(s, raw)
+        return int(found)
 
     async def expunge(self, folder_id: int, uids: Sequence[int] | None, events: Any = None
                       ) -> tuple[list[int], int]:

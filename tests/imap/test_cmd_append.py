@@ -51,3 +51,17 @@ async def test_append_literal8_and_binary_fetch(logged: Client) -> None:
     r = await logged.cmd("b FETCH 1 (BINARY.PEEK[1] BINARY.SIZE[1])")
     assert "BINARY[1] ~{%d}\r\n" % len(pdf) in r and "BINARY.SIZE[1] %d" % len(pdf) in r
     assert "c BAD" in await logged.cmd(b"c APPEND INBOX {3+}\r\na\x00b")  # NUL needs literal8
+
+
+async def test_same_bytes_twice_share_one_blob(env: Env, logged: Client) -> None:
+    from sqlalchemy import func, select
+
+    from mssante.store.models import Blob
+
+    raw = message("twice")
+    for tag in ("a", "b"):
+        assert f"{tag} OK" in await logged.cmd(f"{tag} APPEND INBOX {{{len(raw)}+}}\r\n".encode() + raw)
+    await env.deliver(raw)
+    async with env.services.sessions() as s:
+        assert await s.scalar(select(func.count()).select_from(Blob)) == 1
+    assert "MESSAGES 3" in await logged.cmd("c STATUS INBOX (MESSAGES)")
