@@ -85,7 +85,18 @@ async def make_env(db_url: str, *, notifier: FolderNotifier | None = None) -> En
 
 
 @pytest.fixture
-async def env(tmp_path: Path) -> AsyncIterator[Env]:
+async def env(db_url: str) -> AsyncIterator[Env]:
+    """A fresh store with two mailboxes, on SQLite and on PostgreSQL (tests/conftest.py db_url).
+    The PostgreSQL run uses the in-process notifier too: LISTEN/NOTIFY has its own tests."""
+    e = await make_env(db_url)
+    yield e
+    await e.services.engine.dispose()
+
+
+@pytest.fixture
+async def env_sqlite(tmp_path: Path) -> AsyncIterator[Env]:
+    """SQLite only: for the real-client tests over sockets (the store is exercised on both
+    backends by the transcript tests)."""
     e = await make_env(f"sqlite+aiosqlite:///{tmp_path / 'imap.db'}")
     yield e
     await e.services.engine.dispose()
@@ -356,7 +367,8 @@ class Running:
 
 
 @pytest.fixture
-async def running(env: Env, certs: Certs) -> AsyncIterator[Running]:
+async def running(env_sqlite: Env, certs: Certs) -> AsyncIterator[Running]:
+    env = env_sqlite
     settings = fast_settings()
     imaps = await start_imap(env.services, host="127.0.0.1", port=0, implicit_tls=True,
                              ssl_context=certs.server_context(), settings=settings)
