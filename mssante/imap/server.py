@@ -340,9 +340,11 @@ class ImapListener:
         for c in list(self.connections):
             c.write(b"* BYE server shutting down\r\n")
             c.close()
-        tasks = [c._task for c in list(self.connections) if c._task is not None]
+        tasks = [c._task for c in list(self.connections) if c._task is not None and not c._task.done()]
         for t in tasks:
             t.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=5.0)
         if self.server is not None:
             await self.server.wait_closed()
         if self.ctx.audit_batch is not None:
