@@ -275,7 +275,7 @@ async def _qresync(s: Session, qres: tuple[Any, ...]) -> None:
         s.untagged(b"VANISHED (EARLIER) " + response.seqset(gone))
     uids = [m.uid for m in changes.changed if m.uid in sel.flags]
     if uids:
-        details = await s.ctx.storage.details(sel.folder.id, uids, raw=False)
+        details = await s.ctx.storage.details(sel.folder.id, uids, raw=False, summary=False)
         for d in details:
             n = sel.msn(d.uid)
             if n is not None:

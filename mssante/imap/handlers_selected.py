@@ -101,6 +101,7 @@ async def cmd_fetch(s: Session, cmd: Command) -> None:
     if changedsince is not None:
         uids = [u for u in uids if sel.modseqs.get(u, 0) > changedsince]
     need_raw = fetchmod.needs_raw(atts)
+    need_summary = need_raw or any(a.name in ("ENVELOPE", "BODYSTRUCTURE", "BODY") for a in atts)
     if all(a.name in ("UID", "FLAGS", "MODSEQ") for a in atts):
         # Answered from the session's view (kept exact by sync): no store round trip. This is
         # what synchronising clients (mbsync, Thunderbird) send most.
@@ -138,7 +139,7 @@ async def cmd_fetch(s: Session, cmd: Command) -> None:
     body_count = 0
     for i in range(0, len(uids), chunk):
         part = uids[i : i + chunk]
-        details = await s.ctx.storage.details(sel.folder.id, part, raw=need_raw)
+        details = await s.ctx.storage.details(sel.folder.id, part, raw=need_raw, summary=need_summary)
         for d in details:
             n = sel.msn(d.uid)
             if n is None:

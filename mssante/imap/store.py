@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
-from sqlalchemy import Table, and_, delete, func, insert, select, text, update
+from sqlalchemy import Table, and_, delete, func, insert, literal_column, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -129,7 +129,8 @@ class Storage(Protocol):
     async def messages(self, folder_id: int) -> list[MessageMeta]: ...
     async def open_folder(self, mailbox_id: int, name: str) -> tuple[FolderInfo, list[MessageMeta]] | None: ...
     async def changes_since(self, folder_id: int, modseq: int) -> Changes | None: ...
-    async def details(self, folder_id: int, uids: Sequence[int], *, raw: bool) -> list[MessageDetail]: ...
+    async def details(self, folder_id: int, uids: Sequence[int], *, raw: bool, summary: bool = True
+                      ) -> list[MessageDetail]: ...
     async def store_flags(self, folder_id: int, uids: Sequence[int], mode: str, flags: Sequence[str],
                           unchangedsince: int | None) -> StoreResult: ...
     async def copy(self, folder_id: int, uids: Sequence[int], dest_id: int, *, move: bool
@@ -361,9 +362,13 @@ class SqlStorage:
                 .order_by(Expunged.uid))).all()]
         return out
 
-    async def details(self, folder_id: int, uids: Sequence[int], *, raw: bool) -> list[MessageDetail]:
-        cols: list[Any] = [Message.uid, Message.flags, Message.modseq, Message.internaldate, Message.size,
-                           Message.envelope, Message.bodystructure]
+    async def details(self, folder_id: int, uids: Sequence[int], *, raw: bool, summary: bool = True
+                      ) -> list[MessageDetail]:
+        """Messages' metadata; `summary` loads ENVELOPE/BODYSTRUCTURE (JSON), `raw` the blob."""
+        summary = summary or raw  # sections are found through the BODYSTRUCTURE offsets
+        cols: list[Any] = [Message.uid, Message.flags, Message.modseq, Message.internaldate, Message.size]
+        cols += [Message.envelope, Message.bodystructure] if summary else [literal_column("NULL"),
+                                                                          literal_column("NULL")]
         if raw:
             cols.append(Blob.data)
         out: list[MessageDetail] = []
@@ -375,7 +380,7 @@ class SqlStorage:
                 for r in (await s.execute(q.order_by(Message.uid))).all():
                     env, bs = r[5], r[6]
                     data = bytes(r[7]) if raw else None
-                    if env is None or bs is None:  # delivered without a summary: compute it now
+                    if summary and (env is None or bs is None):  # delivered without one: compute it now
                         if data is None:
                             data = bytes(await s.scalar(select(Blob.data).join(Message, Message.blob_id == Blob.id)
                                                         .where(Message.folder_id == folder_id,
