@@ -35,6 +35,8 @@ def register(subparsers: Any) -> None:
     imp.add_argument("--max-ratio", type=int, default=Limits.max_ratio, help="zip inflate ratio limit")
     imp.add_argument("--max-bytes", type=int, default=Limits.max_bytes, help="zip inflated size limit")
     imp.add_argument("--show-errors", type=int, default=20, metavar="N", help="bad rows to print per file")
+    imp.add_argument("--allow-mass-close", action="store_true",
+                     help="accept a file that closes more than 20%% of the live mailboxes/professionals")
     imp.set_defaults(func=cmd_import)
 
     se = sub.add_parser("search", help="search published mailboxes (accent/case-insensitive prefixes)")
@@ -114,7 +116,8 @@ def cmd_import(args: argparse.Namespace) -> int:
         try:
             await create_schema(engine)
             importer = Importer(engine, limits=Limits(max_ratio=args.max_ratio, max_bytes=args.max_bytes),
-                                progress=None if args.no_progress else _Bar(sys.stderr))
+                                progress=None if args.no_progress else _Bar(sys.stderr),
+                                max_vanished=1.0 if args.allow_mass_close else 0.2)
             failed = False
             for f in args.files:
                 t0 = time.perf_counter()

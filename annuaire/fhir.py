@@ -128,6 +128,8 @@ class Params:
                 continue
             elif name == "_id":
                 self.ids.extend(v for v in value.split(",") if v)
+                if len(self.ids) > MAX_COUNT:
+                    raise FhirError(400, "invalid", f"at most {MAX_COUNT} _id values")
             elif name not in allowed:
                 raise FhirError(400, "not-supported", f"unknown search parameter {key!r} for {rtype}")
             elif mod not in allowed[name]:

@@ -24,11 +24,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, Table, TextClause, bindparam, insert, text
+from sqlalchemy import DateTime, Index, Table, TextClause, bindparam, insert, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from annuaire.formats import FileKind, FormatError, RowError
-from annuaire.models import (ACTIVITY_DATA_COLUMNS, MAILBOX_DATA_COLUMNS, PRACTITIONER_DATA_COLUMNS,
+from annuaire.formats import FileKind, FormatError, Layout, RowError
+from annuaire.models import (ACTIVITY_DATA_COLUMNS, AnnuaireBase, MAILBOX_DATA_COLUMNS, PRACTITIONER_DATA_COLUMNS,
                              SF_DATA_COLUMNS, STAGE_ACTIVITY, STAGE_KEYS, STAGE_MAILBOX, STAGE_PRACTITIONER,
                              STAGE_SF, STAGE_STRUCTURE, STRUCTURE_DATA_COLUMNS, ImportRun)
 from annuaire.reader import Limits, Source, iter_records, open_sources, read_header
@@ -120,8 +120,11 @@ def _T(sql: str) -> TextClause:  # noqa: N802 - a typed text() with the :now par
 
 class Importer:
     def __init__(self, engine: AsyncEngine, *, limits: Limits | None = None, batch: int = 5000,
-                 progress: Progress | None = None) -> None:
+                 progress: Progress | None = None, max_vanished: float = 0.2) -> None:
         self.engine = engine
+        # a truncated or wrong snapshot must not close the whole directory: refuse a file that
+        # would close/deactivate more than this fraction of what is live (1.0 disables the guard)
+        self.max_vanished = max_vanished
         self.limits = limits or Limits()
         self.batch = batch
         self.progress = progress
@@ -195,14 +198,19 @@ class Importer:
                 source=src.name[:300], kind=report.kind, at=now, rows=report.rows, bad_rows=report.bad_count,
                 inserted=report.inserted, updated=report.updated, closed=report.closed))
 
-    async def _stage(self, conn: AsyncConnection, src: Source, layout: object, tables: list[Table],
+    async def _stage(self, conn: AsyncConnection, src: Source, layout: Layout, tables: list[Table],
                      report: FileReport) -> None:
         pipe = _Pipe()
+        try:
+            await self._stage_rows(conn, src, layout, tables, report, pipe)
+        finally:  # never leave a bulk write running when the transaction rolls back
+            await pipe.wait()
+
+    async def _stage_rows(self, conn: AsyncConnection, src: Source, layout: Layout, tables: list[Table],
+                          report: FileReport, pipe: _Pipe) -> None:
         # asyncpg's COPY introspects the table on every call: fewer, larger batches on PostgreSQL
         batch = self.batch * 5 if conn.dialect.name == "postgresql" else self.batch
         writers = {t.name: _StageWriter(conn, t, batch, pipe) for t in tables}
-        from annuaire.formats import Layout
-        assert isinstance(layout, Layout)
         tick = 0
 
         def bad(err: RowError) -> None:
@@ -254,11 +262,9 @@ class Importer:
                     await wf.add(sf)
                 if self.progress and report.rows % 50_000 == 0:
                     self.progress(src.name, src.bytes_read, src.size)
-        try:
-            for w in writers.values():
-                await w.flush()
-        finally:
-            await pipe.wait()
+        for w in writers.values():
+            await w.flush()
+        await pipe.wait()
         if self.progress:
             self.progress(src.name, src.size, src.size)
 
@@ -290,26 +296,60 @@ class Importer:
         report.updated += int(res.rowcount or 0)
         clist = ", ".join(cols)
         extra_c, extra_v = (f", {flag}", ", TRUE") if flag else ("", "")
+        dropped = await self._drop_indexes_if_empty(conn, live)
         res = await conn.execute(_T(
             f"INSERT INTO {live} ({clist}{extra_c}, updated_at) SELECT {', '.join('s.' + c for c in cols)}"  # noqa: S608 - names are code constants, values bound
             f"{extra_v}, :now FROM {stage} s WHERE NOT EXISTS (SELECT 1 FROM {live} l WHERE l.{key} = s.{key})"),
             {"now": now})
         report.inserted += int(res.rowcount or 0)
+        await self._create_indexes(conn, dropped)
         if flag:  # vanished: never deleted, only deactivated
+            await self._guard_vanished(conn, live, f"{flag} = TRUE", f"{flag} = TRUE AND NOT EXISTS "  # noqa: S608
+                                       f"(SELECT 1 FROM {stage} s WHERE s.{key} = {live}.{key})", live)
             res = await conn.execute(_T(
                 f"UPDATE {live} SET {flag} = FALSE, updated_at = :now WHERE {flag} = TRUE AND NOT EXISTS "  # noqa: S608 - names are code constants, values bound
                 f"(SELECT 1 FROM {stage} s WHERE s.{key} = {live}.{key})"), {"now": now})
             report.closed += int(res.rowcount or 0)
 
+    async def _drop_indexes_if_empty(self, conn: AsyncConnection, live: str) -> list[Index]:
+        """First load into an empty table: drop its secondary indexes and rebuild them after the
+        INSERT (one sorted build per index instead of millions of random B-tree inserts).
+        Transactional DDL on both backends: a failed import rolls this back too."""
+        table = AnnuaireBase.metadata.tables[live]
+        if (await conn.execute(text(f"SELECT 1 FROM {live} LIMIT 1"))).first() is not None:  # noqa: S608
+            return []
+        dropped = list(table.indexes)
+        for ix in dropped:
+            await conn.run_sync(ix.drop)
+        return dropped
+
+    async def _create_indexes(self, conn: AsyncConnection, dropped: list[Index]) -> None:
+        for ix in dropped:
+            await conn.run_sync(ix.create)
+
+    async def _guard_vanished(self, conn: AsyncConnection, live: str, alive: str, gone: str, what: str) -> None:
+        if self.max_vanished >= 1.0:
+            return
+        total = int((await conn.execute(text(f"SELECT COUNT(*) FROM {live} WHERE {alive}"))).scalar_one())  # noqa: S608
+        if total < 100:
+            return
+        vanished = int((await conn.execute(text(f"SELECT COUNT(*) FROM {live} WHERE {gone}"))).scalar_one())  # noqa: S608
+        if vanished > total * self.max_vanished:
+            raise FormatError(f"refused: this file would close {vanished} of {total} {what} "
+                              f"(more than {self.max_vanished:.0%}); truncated extraction? "
+                              "re-run with --allow-mass-close if this is intended")
+
     async def _merge_set(self, conn: AsyncConnection, live: str, stage: str, cols: Sequence[str],
                          report: FileReport, now: datetime) -> None:
         """Rows identified by (idnps, row_hash): insert the new ones, delete those that vanished."""
         clist = ", ".join(cols)
+        dropped = await self._drop_indexes_if_empty(conn, live)
         res = await conn.execute(_T(
             f"INSERT INTO {live} ({clist}, updated_at) SELECT {', '.join('s.' + c for c in cols)}, :now "  # noqa: S608 - names are code constants, values bound
             f"FROM {stage} s WHERE NOT EXISTS (SELECT 1 FROM {live} l "
             f"WHERE l.idnps = s.idnps AND l.row_hash = s.row_hash)"), {"now": now})
         report.inserted += int(res.rowcount or 0)
+        await self._create_indexes(conn, dropped)
         res = await conn.execute(text(
             f"DELETE FROM {live} WHERE NOT EXISTS (SELECT 1 FROM {stage} s "  # noqa: S608 - names are code constants, values bound
             f"WHERE s.idnps = {live}.idnps AND s.row_hash = {live}.row_hash)"))
@@ -332,14 +372,17 @@ class Importer:
             f"WHERE s.address = {live}.address AND ({cond})"), {"now": now})
         report.updated += int(res.rowcount or 0)
         clist = ", ".join(MAILBOX_DATA_COLUMNS)
+        dropped = await self._drop_indexes_if_empty(conn, live)
         res = await conn.execute(_T(
             f"INSERT INTO {live} ({clist}, published, own, liste_rouge, first_seen, updated_at) "  # noqa: S608 - names are code constants, values bound
             f"SELECT {', '.join('s.' + c for c in MAILBOX_DATA_COLUMNS)}, {'FALSE' if own else 'TRUE'}, "
             f"{'TRUE' if own else 'FALSE'}, {'s.liste_rouge' if own else 'FALSE'}, :now, :now FROM {stage} s "
             f"WHERE NOT EXISTS (SELECT 1 FROM {live} l WHERE l.address = s.address)"), {"now": now})
         report.inserted += int(res.rowcount or 0)
+        await self._create_indexes(conn, dropped)
         mine, other = ("own", "published") if own else ("published", "own")
-        gone = f"{mine} = TRUE AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE s.address = {live}.address)"  # noqa: S608 - names are code constants, values bound
+        gone = f"{mine} = TRUE AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE s.address = {live}.address)"  # noqa: S608
+        await self._guard_vanished(conn, live, f"{mine} = TRUE", gone, "mailboxes")
         # SPECS.md §5 / issue 3: a vanished mailbox is closed with a date, never deleted.
         res = await conn.execute(_T(
             f"UPDATE {live} SET {mine} = FALSE, closed_at = :now, updated_at = :now "  # noqa: S608 - names are code constants, values bound

@@ -223,3 +223,17 @@ async def test_operator_file_liste_rouge_and_ownership(engine: AsyncEngine, file
     assert own_closed == 0
     [again] = await imp.import_path(files["own"], now=DAY1)
     assert (again.inserted, again.updated, again.closed) == (0, 0, 0)
+
+
+async def test_truncated_snapshot_cannot_close_the_directory(engine: AsyncEngine, files: dict[str, Path],
+                                                            tmp_path: Path) -> None:
+    before = await _good_state(engine, files)
+    lines = files["mssante"].read_text(encoding="utf-8").splitlines(keepends=True)
+    short = tmp_path / "Extraction_Correspondance_MSSante_short.txt"
+    short.write_text("".join(lines[:11]), encoding="utf-8")  # header + 10 rows: a cut-off download
+    [rep] = await Importer(engine).import_path(short, now=DAY1)
+    assert not rep.ok and "would close" in (rep.error or "")
+    assert (await snapshot(engine), await counts(engine)) == before
+    [rep] = await Importer(engine, max_vanished=1.0).import_path(short, now=DAY1)
+    assert rep.ok and rep.closed > 300  # explicitly allowed: closed with a date, still not deleted
+    assert (await counts(engine))["ann_mailbox"] == before[1]["ann_mailbox"]  # type: ignore[index]
