@@ -25,7 +25,7 @@ from multidict import MultiDict, MultiDictProxy
 
 from annuaire import fhir_resources as fr
 from annuaire.formats import norm
-from annuaire.reads import Reader, like_contains, like_prefix
+from annuaire.reads import Reader, like_contains, prefix_cond
 from annuaire.service import Directory
 
 log = logging.getLogger("annuaire.fhir")
@@ -78,8 +78,12 @@ def _string_cond(w: Where, norm_cols: list[str], raw_cols: list[str], mod: str, 
     if mod == "exact":
         w.add("(" + " OR ".join(f"{c} = ?" for c in raw_cols) + ")", *([value] * len(raw_cols)))
         return
-    pattern = like_contains(norm(value)) if mod == "contains" else like_prefix(norm(value))
-    w.add("(" + " OR ".join(f"{c} LIKE ?" for c in norm_cols) + ")", *([pattern] * len(norm_cols)))
+    if mod == "contains":
+        pattern = like_contains(norm(value))
+        w.add("(" + " OR ".join(f"{c} LIKE ?" for c in norm_cols) + ")", *([pattern] * len(norm_cols)))
+        return
+    conds = [prefix_cond(c, norm(value)) for c in norm_cols]
+    w.add("(" + " OR ".join(sql for sql, _ in conds) + ")", *[p for _, ps in conds for p in ps])
 
 
 def _mailbox_cond(w: Where, name: str, mod: str, value: str) -> None:
@@ -95,9 +99,11 @@ def _mailbox_cond(w: Where, name: str, mod: str, value: str) -> None:
     alts = [a.lower() for a in alts]
     if mod == "exact":
         w.add("(" + " OR ".join("m.address = ?" for _ in alts) + ")", *alts)
+    elif mod == "contains":
+        w.add("(" + " OR ".join("m.address LIKE ?" for _ in alts) + ")", *[like_contains(a) for a in alts])
     else:
-        like = like_contains if mod == "contains" else like_prefix
-        w.add("(" + " OR ".join("m.address LIKE ?" for _ in alts) + ")", *[like(a) for a in alts])
+        conds = [prefix_cond("m.address", a) for a in alts]
+        w.add("(" + " OR ".join(sql for sql, _ in conds) + ")", *[p for _, ps in conds for p in ps])
 
 
 def _in(n: int) -> str:

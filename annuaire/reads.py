@@ -49,6 +49,17 @@ def like_prefix(value: str) -> str:
     return value.replace("%", "") + "%"
 
 
+def prefix_cond(col: str, value: str) -> tuple[str, list[str]]:
+    """Starts-with as an index range plus the exact LIKE: ``col >= 'mar' AND col < 'mas' AND col LIKE 'mar%'``.
+    The range lets both backends walk the btree whatever the collation rules for LIKE
+    (PostgreSQL uses a LIKE prefix only under the C collation or text_pattern_ops)."""
+    v = value.replace("%", "")
+    if not v:
+        return f"{col} IS NOT NULL", []
+    hi = v[:-1] + chr(min(ord(v[-1]) + 1, 0x10FFFF))
+    return f"({col} >= ? AND {col} < ? AND {col} LIKE ?)", [v, hi, v + "%"]
+
+
 def like_contains(value: str) -> str:
     return "%" + value.replace("%", "") + "%"
 

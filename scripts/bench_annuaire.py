@@ -222,17 +222,24 @@ async def fhir_latency(url: str, clients: int, total: int, rate: float) -> dict[
 
 def bench_backend(name: str, url: str, d0: dict[str, Path], d1: dict[str, Path], a: argparse.Namespace) -> dict[str, Any]:
     res: dict[str, Any] = {"backend": name}
-    asyncio.run(reset(url))
     base = ["-m", "annuaire", "--db-url", url, "import", "--no-progress"]
-    wall, rss, out = run_child([*base, str(d0["mssante"]), str(d0["activite"])])
-    res.update(import_s=wall, import_peak_rss_mb=rss)
-    print(f"[{name}] initial import: {wall:.1f}s, peak RSS {rss:.0f} MB\n{out.strip()}", flush=True)
+    if not a.skip_import:
+        asyncio.run(reset(url))
+        wall, rss, out = run_child([*base, str(d0["mssante"]), str(d0["activite"])])
+        res.update(import_s=wall, import_peak_rss_mb=rss)
+        print(f"[{name}] initial import: {wall:.1f}s, peak RSS {rss:.0f} MB\n{out.strip()}", flush=True)
+    if a.skip_import or a.skip_reimport:
+        return _after_import(name, url, res, a)
     wall, rss, out = run_child([*base, str(d1["mssante"]), str(d1["activite"])])
     res.update(reimport_next_day_s=wall, reimport_peak_rss_mb=rss)
     print(f"[{name}] next-day re-import: {wall:.1f}s, peak RSS {rss:.0f} MB\n{out.strip()}", flush=True)
     wall, rss, out = run_child([*base, str(d1["mssante"]), str(d1["activite"])])
     res.update(reimport_same_s=wall)
     print(f"[{name}] same-file re-import: {wall:.1f}s\n{out.strip()}", flush=True)
+    return _after_import(name, url, res, a)
+
+
+def _after_import(name: str, url: str, res: dict[str, Any], a: argparse.Namespace) -> dict[str, Any]:
     res.update(asyncio.run(lookups(url, a.lookups)))
     res.update(asyncio.run(fhir_latency(url, a.clients, a.requests, a.rate)))
     for k, v in res.items():
@@ -253,6 +260,8 @@ def main() -> int:
     p.add_argument("--rate", type=float, default=10.0,
                    help="open-loop requests/s per client (the national API caps an application at 17/s)")
     p.add_argument("--lookups", type=int, default=200_000)
+    p.add_argument("--skip-import", action="store_true", help="reuse the database already loaded (sqlite, or --pg-url)")
+    p.add_argument("--skip-reimport", action="store_true", help="no next-day / same-file re-import runs")
     a = p.parse_args()
     mss = a.mss or (600_000 if a.full else 20_000)
     pa = a.pa or (2_000_000 if a.full else 60_000)
@@ -262,7 +271,7 @@ def main() -> int:
     results = []
     if a.backend in ("sqlite", "both"):
         db = a.workdir / "bench.db"
-        for suffix in ("", "-wal", "-shm"):
+        for suffix in ("", "-wal", "-shm") if not a.skip_import else ():
             Path(str(db) + suffix).unlink(missing_ok=True)
         results.append(bench_backend("sqlite", f"sqlite+aiosqlite:///{db}", d0, d1, a))
     if a.backend in ("postgresql", "both"):
