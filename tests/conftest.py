@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import itertools
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
 
-from pgserver import PgServer, find_bindir  # noqa: E402
+from .pgserver import PgServer, find_bindir  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_DATA = (REPO.parent / "shared" / "data" / "real").resolve()

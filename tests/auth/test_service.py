@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import sys
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(0, str(Path(__file__).parents[1] / "smtp"))
 
-from issuer import AUDIENCE, ISSUER, LocalIssuer  # noqa: E402
-from operators import Space, utcnow  # noqa: E402
+from .issuer import AUDIENCE, ISSUER, LocalIssuer  # noqa: E402
+from ..smtp.operators import Space, utcnow  # noqa: E402
 
 from mssante.auth.passwords import hash_password  # noqa: E402
 from mssante.auth.ratelimit import FailureLimiter  # noqa: E402

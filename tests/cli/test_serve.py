@@ -12,7 +12,7 @@ import sys
 import time
 import urllib.request
 
-from tests_support import free_port_block
+from ..tests_support import free_port_block
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

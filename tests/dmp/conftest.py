@@ -8,11 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sys
 
-sys.path.insert(0, str(Path(__file__).parent))
 
-from dmp_support import ConnectorFactory, Pki, build_pki, connector_config  # noqa: E402
+from .dmp_support import ConnectorFactory, Pki, build_pki, connector_config  # noqa: E402
 
 from mssante.dmp.connector import Iti41Connector
 from mssante.dmp.reference import ReferenceDmp, RunningDmp, start_reference_dmp

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from dmp_support import INS, ConnectorFactory, make_cda, make_request
+from .dmp_support import INS, ConnectorFactory, make_cda, make_request
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from dmp_support import DMP_HOST, INS, Pki, make_cda
+from .dmp_support import DMP_HOST, INS, Pki, make_cda
 
 from mssante.dmp.cli import register
 from mssante.dmp.reference import RunningDmp

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from dmp_support import make_cda, make_request
+from .dmp_support import make_cda, make_request
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree

@@ -8,7 +8,7 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
-from dmp_support import INS, REAL_HL7, make_cda, make_request
+from .dmp_support import INS, REAL_HL7, make_cda, make_request
 from lxml import etree
 
 from mssante.dmp import ebrim

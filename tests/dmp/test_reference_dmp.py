@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from dmp_support import DMP_HOST, ConnectorFactory, INS, REAL_HL7, AuditSink, Pki, craft_iti41, make_cda, make_request, raw_post
+from .dmp_support import DMP_HOST, ConnectorFactory, INS, REAL_HL7, AuditSink, Pki, craft_iti41, make_cda, make_request, raw_post
 from lxml import etree
 
 from mssante.dmp import ebrim, soap

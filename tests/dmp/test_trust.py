@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pytest
-from dmp_support import ConnectorFactory, Pki, make_cda, make_request
+from .dmp_support import ConnectorFactory, Pki, make_cda, make_request
 
 from mssante.dmp.api import DmpAccepted, DmpRejected
 from mssante.dmp.reference import ReferenceDmp, RunningDmp, start_reference_dmp

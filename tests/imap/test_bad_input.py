@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from conftest import ADDRESS, PASSWORD, Client, Running, fast_settings, message
+from .conftest import ADDRESS, PASSWORD, Client, Running, fast_settings, message
 
 from mssante.imap.server import start_imap
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ADDRESS, PASSWORD, Running, message
+from .conftest import ADDRESS, PASSWORD, Running, message
 
 
 async def run(*argv: str, env: dict[str, str] | None = None, stdin: bytes = b"", timeout: float = 60) -> tuple[int, bytes, bytes]:

@@ -7,7 +7,7 @@ import asyncio
 import aioimaplib
 from imapclient import IMAPClient
 
-from conftest import ADDRESS, PASSWORD, Running, message
+from .conftest import ADDRESS, PASSWORD, Running, message
 
 MULTIPART = (
     b"From: =?utf-8?q?Labo_S=C3=A9gur?= <labo@op-b.test>\r\nTo: dr.house@op-a.test\r\n"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import imaplib
 
-from conftest import ADDRESS, PASSWORD, Running, message
+from .conftest import ADDRESS, PASSWORD, Running, message
 
 
 def _imaps(r: Running) -> imaplib.IMAP4_SSL:

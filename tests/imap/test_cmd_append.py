@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import Client, Env, fast_settings, message
+from .conftest import Client, Env, fast_settings, message
 
 
 async def test_append(logged: Client) -> None:

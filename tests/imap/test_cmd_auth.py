@@ -6,7 +6,7 @@ import base64
 
 from sqlalchemy import select
 
-from conftest import ADDRESS, PASSWORD, Client, Env
+from .conftest import ADDRESS, PASSWORD, Client, Env
 
 from mssante.store.models import AuditEvent
 

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from jwt.algorithms import RSAAlgorithm
 from sqlalchemy import update
 
-from conftest import ADDRESS, Client, Env, fast_settings
+from .conftest import ADDRESS, Client, Env, fast_settings
 
 from mssante.auth.service import Authenticator
 from mssante.auth.tokens import TokenVerifier

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import Client, Env, message
+from .conftest import Client, Env, message
 
 
 async def test_copy(env: Env, logged: Client) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from conftest import Client, Env, message
+from .conftest import Client, Env, message
 
 from mssante.store.models import AuditEvent, Expunged
 

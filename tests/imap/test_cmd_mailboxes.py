@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import Client, Env, message
+from .conftest import Client, Env, message
 
 
 async def test_create_hierarchy_and_list(logged: Client) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import Client, Env, message
+from .conftest import Client, Env, message
 
 B64 = (b"From: Labo <labo@op-b.test>\r\nTo: dr.house@op-a.test\r\nCc: sec@op-a.test\r\nSubject: =?utf-8?b?w6l0w6k=?=\r\n"
        b"Date: Tue, 01 Sep 2026 08:00:00 +0000\r\nX-MSS-MES: FIN\r\nContent-Type: text/plain; charset=utf-8\r\n"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from conftest import Client, Env, message
+from .conftest import Client, Env, message
 
 
 async def test_select_responses(env: Env, logged: Client) -> None:

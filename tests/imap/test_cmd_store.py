@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from conftest import Client, Env, message
+from .conftest import Client, Env, message
 
 from mssante.imap.session import ReadReceipt
 

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from conftest import Client, Env, message
+from .conftest import Client, Env, message
 
 
 @pytest.fixture
@@ -92,7 +92,7 @@ async def test_concurrent_stores_and_appends(env: Env, pair: tuple[Client, Clien
 
 
 async def test_writer_that_does_not_publish_is_seen_by_polling(env: Env) -> None:
-    from conftest import fast_settings
+    from .conftest import fast_settings
 
     from mssante.imap.mime import summarize
     from mssante.store.mail import deliver

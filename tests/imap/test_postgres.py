@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from conftest import ADDRESS, PASSWORD, Certs, Client, Env, fast_settings, make_env, message
+from .conftest import ADDRESS, PASSWORD, Certs, Client, Env, fast_settings, make_env, message
 
 from mssante.imap.server import start_imap
 from mssante.store.notify import PgFolderNotifier

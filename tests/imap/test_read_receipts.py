@@ -8,7 +8,7 @@ import imaplib
 
 from sqlalchemy import select
 
-from conftest import ADDRESS, PASSWORD, Certs, Env, fast_settings, message
+from .conftest import ADDRESS, PASSWORD, Certs, Env, fast_settings, message
 
 from mssante.imap.server import start_imap
 from mssante.imap.session import ReadReceipt

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from conftest import Client, Env, message
+from .conftest import Client, Env, message
 
 
 async def test_basic_flow(env: Env, logged: Client) -> None:

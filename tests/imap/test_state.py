@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import Client, Env
+from .conftest import Client, Env
 
 from mssante.imap.handlers import HANDLERS
 from mssante.imap.parser import ARGUMENTS

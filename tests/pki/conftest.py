@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from pki_testing import PASSPHRASE, CertFactory
+from .pki_testing import PASSPHRASE, CertFactory
 
 from pki.space import TrustSpacePKI
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from pki_testing import OPENSSL
+from .pki_testing import OPENSSL
 
 from pki.files import load_certificates
 from pki.space import Issued, TrustSpacePKI

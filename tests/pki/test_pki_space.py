@@ -11,7 +11,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from pki_testing import PASSPHRASE, rsa1024
+from .pki_testing import PASSPHRASE, rsa1024
 
 from pki.ca import WeakKey
 from pki.errors import BadCsrSignature, MalformedInput, SpaceError, UnknownSerial, WrongPassphrase

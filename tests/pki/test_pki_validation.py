@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
-from pki_testing import OPENSSL, CertFactory, key_usage, openssl_sha1_leaf, pem, rsa1024
+from .pki_testing import OPENSSL, CertFactory, key_usage, openssl_sha1_leaf, pem, rsa1024
 
 from pki.crl import CrlStore
 from pki.errors import CrlError

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
 
-from operators import Operator, Space, make_operator, refresh_trust  # noqa: E402
+from .operators import Operator, Space, make_operator, refresh_trust  # noqa: E402
 
 from mssante.smtp.server import start_mta, start_submission  # noqa: E402
 

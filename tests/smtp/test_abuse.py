@@ -6,8 +6,8 @@ import asyncio
 
 from sqlalchemy import select
 
-from clients import RawClient
-from operators import Operator, Space
+from .clients import RawClient
+from .operators import Operator, Space
 from mssante.store.models import Message
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from operators import PASSWORD, Operator, Space
+from .operators import PASSWORD, Operator, Space
 from mssante.store.models import Message
 
 

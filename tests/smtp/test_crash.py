@@ -18,7 +18,7 @@ from pathlib import Path
 import aiosmtplib
 from sqlalchemy import select
 
-from operators import Operator, Space, make_operator, refresh_trust
+from .operators import Operator, Space, make_operator, refresh_trust
 from mssante.store.models import Message
 
 SCRIPT = Path(__file__).with_name("gateway_main.py")

@@ -8,8 +8,8 @@ import aiosmtplib
 import pytest
 from sqlalchemy import select
 
-from clients import RawClient, message
-from operators import Operator, Space, refresh_trust
+from .clients import RawClient, message
+from .operators import Operator, Space, refresh_trust
 from mssante.store.models import AuditEvent, Message
 
 
@@ -23,7 +23,7 @@ async def mta_client(op: Operator, space: Space, issued, *, helo: str = "mx.op-b
 
 async def restart(op: Operator) -> None:
     """Limits are read when a listener starts."""
-    from conftest import start
+    from .conftest import start
 
     for item in op.listeners:
         await item.stop()

@@ -12,10 +12,10 @@ import aiosmtplib
 import pytest
 from sqlalchemy import select
 
-from clients import message
-from conftest import start
-from dnsserver import DnsServer
-from operators import PASSWORD, Operator, Space, make_operator, refresh_trust, utcnow
+from .clients import message
+from .conftest import start
+from .dnsserver import DnsServer
+from .operators import PASSWORD, Operator, Space, make_operator, refresh_trust, utcnow
 from mssante.smtp.relay import RelayWorker
 from mssante.store import queue as qstore
 from mssante.store.models import AuditEvent, Blob, Message

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,12 +12,11 @@ import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy import select
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "auth"))
 
-from clients import RawClient, message  # noqa: E402
-from conftest import start  # noqa: E402
-from issuer import AUDIENCE, ISSUER, LocalIssuer  # noqa: E402
-from operators import PASSWORD, Operator, Space, make_operator, refresh_trust  # noqa: E402
+from .clients import RawClient, message  # noqa: E402
+from .conftest import start  # noqa: E402
+from ..auth.issuer import AUDIENCE, ISSUER, LocalIssuer  # noqa: E402
+from .operators import PASSWORD, Operator, Space, make_operator, refresh_trust  # noqa: E402
 from mssante.store.models import AuditEvent, Blob, MailboxDelegate  # noqa: E402
 from mssante.store import queue as qstore  # noqa: E402
 

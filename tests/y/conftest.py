@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from y_factory import HL7_DIR
+from .y_factory import HL7_DIR
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from y_factory import real_file
+from .y_factory import real_file
 
 from mssante.y.ack import AckCode, AckContext, ZamError, ZamEvent, build_ack, build_zam, err_segment
 from mssante.y.hl7 import AppErrorCode, ErrorCode, Location, Problem, Severity, parse_message

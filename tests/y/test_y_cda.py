@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from y_factory import INS, cda, real_file
+from .y_factory import INS, cda, real_file
 
 from mssante.y.cda import CdaError, parse_cda_header
 from mssante.y.ins import INS_NIR_TEST_OID

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from y_factory import NOW, cda, config, directory, oru, trust
+from .y_factory import NOW, cda, config, directory, oru, trust
 
 from mssante.y.ack import AckCode
 from mssante.y.hl7 import parse_message

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from y_factory import oru, real_file
+from .y_factory import oru, real_file
 
 from mssante.y.hl7 import (
     ErrorCode,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from y_factory import BIRTH, FAMILY, GIVEN, INS, SEX
+from .y_factory import BIRTH, FAMILY, GIVEN, INS, SEX
 
 from mssante.y.hl7 import AppErrorCode
 from mssante.y.ins import (

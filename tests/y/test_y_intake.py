@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
-from y_factory import INS, NOW, cda, config, directory, oru, real_file, trust
+from .y_factory import INS, NOW, cda, config, directory, oru, real_file, trust
 
 from mssante.dmp.api import DmpAction
 from mssante.y.ack import AckCode

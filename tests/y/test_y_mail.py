@@ -6,7 +6,7 @@ import email
 import email.policy
 
 import pytest
-from y_factory import INS, NOW
+from .y_factory import INS, NOW
 
 from mssante.y.mail import LegGroup, MailError, MailSpec, body_for, build_leg_message, patient_address, subject
 

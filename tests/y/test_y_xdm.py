@@ -7,7 +7,7 @@ import io
 import zipfile
 
 import pytest
-from y_factory import INS, NOW, cda
+from .y_factory import INS, NOW, cda
 
 from mssante.y.cda import parse_cda_header
 from mssante.y.flags import Code

@@ -26,7 +26,7 @@ from mssante.store.queue import QueueRecipient
 from mssante.y.mllp import MllpClient
 from mssante.y.models import YDelivery, YLeg
 from mssante.y.worker import YWorker
-from support import FakeDmp, close_services, make_services, segur_bytes, sender_entry, with_control_id
+from .support import FakeDmp, close_services, make_services, segur_bytes, sender_entry, with_control_id
 
 HERE = Path(__file__).parent
 

@@ -18,7 +18,7 @@ from mssante.store.models import Message
 from mssante.store.queue import QueueRecipient
 from mssante.y.mllp import MllpClient, start_mllp
 from mssante.y.models import YDelivery, YLeg
-from support import (
+from .support import (
     close_services,
     make_services,
     replace_line,

@@ -19,7 +19,7 @@ from mssante.store.models import Folder, Message
 from mssante.y.models import YDelivery, YLeg
 from mssante.y.service import YIntake, ensure_routing_mailbox, routing_address
 from mssante.y.worker import YWorker
-from support import LAB_MAILBOX, PRESCRIBER, FakeDmp, close_services, make_services, segur_bytes, sender_entry
+from .support import LAB_MAILBOX, PRESCRIBER, FakeDmp, close_services, make_services, segur_bytes, sender_entry
 
 
 def native_mail(services, *, sender: str = LAB_MAILBOX, protocol: str = "ESMTPSA", xdm: bool = True,

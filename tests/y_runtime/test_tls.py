@@ -14,7 +14,7 @@ from mssante.y.service import mllp_ssl_context
 from pki.space import TrustSpacePKI
 from pki.tls import client_context
 from pki.validation import Validator
-from support import DOMAIN, close_services, make_services, segur_bytes, sender_entry, with_control_id
+from .support import DOMAIN, close_services, make_services, segur_bytes, sender_entry, with_control_id
 
 
 def msa(ack: bytes) -> str:

@@ -25,7 +25,7 @@ from mssante.y.tracking import (
     decide,
     transition,
 )
-from support import close_services, make_services
+from .support import close_services, make_services
 
 
 def test_every_state_has_a_row_and_terminal_states_go_nowhere() -> None:

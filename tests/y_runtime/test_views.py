@@ -14,7 +14,7 @@ from mssante.cli import main
 from mssante.y.http import add_routes
 from mssante.y.mllp import MllpClient, start_mllp
 from mssante.y.worker import YWorker
-from support import FakeDmp, close_services, make_services, segur_bytes, sender_entry
+from .support import FakeDmp, close_services, make_services, segur_bytes, sender_entry
 
 
 async def _one_delivery(tmp: Path) -> None:

@@ -21,7 +21,7 @@ from mssante.store.queue import QueueMessage, QueueRecipient
 from mssante.y.mllp import MllpClient, start_mllp
 from mssante.y.models import YAckOutbox, YLeg, YStateChange
 from mssante.y.worker import YWorker
-from support import (
+from .support import (
     LAB_MAILBOX,
     PATIENT,
     PRESCRIBER,
