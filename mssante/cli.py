@@ -24,6 +24,7 @@ GROUPS = (
     "mssante.smtp.cli",
     "mssante.y.cli",
     "mssante.dmp.cli",
+    "mssante.demo",
 )
 
 

@@ -84,6 +84,8 @@ class RelayConfig:
     dns_server: str = ""  # host:port of the resolver to ask; empty = the system resolver
     static_routes: dict[str, str] = field(default_factory=dict)  # domain -> host:port
     routes_file: str = ""  # JSON {domain: "host:port"} re-read when it changes (dev trust spaces)
+    mx_port: int = 25  # port of the MX hosts found in DNS (static routes carry their own)
+    poll_seconds: float = 5.0  # how often the relay looks for due messages when nothing wakes it
 
 
 @dataclass

@@ -81,8 +81,10 @@ class Gateway:
                 log.exception("stopping %s failed", name)
         self.listeners.clear()
         if self.services is not None:
+            from mssante.smtp.delivery import close_committer
             from mssante.wiring import detach_services
 
+            await close_committer(self.services)  # acceptances in flight finish their commit
             await detach_services(self.services)
             await self.services.engine.dispose()
 

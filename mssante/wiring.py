@@ -118,6 +118,9 @@ async def detach_services(services: Services) -> None:
     if services.notifier is not None:
         await services.notifier.stop()
         services.notifier = None
+    if services.directory is not None:
+        await services.directory.close()
+        services.directory = None
 
 
 def extra_http_routes(services: Services) -> list[Callable[[web.Application], None]]:
@@ -159,7 +162,8 @@ async def start_listeners(services: Services) -> dict[str, Any]:
             started["mta"] = await start_mta(services)
         if cfg.listeners.submission or cfg.listeners.submissions:
             started["submission"] = await start_submission(services)
-        started["relay"] = await start_relay_worker(services)
+        started["relay"] = await start_relay_worker(services, mx_port=cfg.relay.mx_port,
+                                                     poll_interval=cfg.relay.poll_seconds)
         if cfg.listeners.imap or cfg.listeners.imaps:
             tls = _imap_tls(services)
             if cfg.listeners.imap:

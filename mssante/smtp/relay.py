@@ -78,7 +78,7 @@ class RelayWorker:
         cfg = services.config
         self.services = services
         self.router = router or Router(static_routes=cfg.relay.static_routes, dns_server=cfg.relay.dns_server,
-                                       port=mx_port)
+                                       port=mx_port, routes_file=cfg.relay.routes_file)
         self.owner = f"relay-{secrets.token_hex(6)}"
         self.poll_interval = poll_interval
         self.lease_seconds = lease_seconds

@@ -6,11 +6,17 @@
 - Each MX name is resolved to addresses with the same resolver (we never ask the system resolver
   behind the configured one), so one resolver decides the whole route.
 - config.relay.dns_server "host:port" selects the resolver (a loopback DNS server in tests).
+- config.relay.routes_file: the same {"domain": "host:port"} map in a JSON file, re-read when its mtime
+  changes. `mssante init --authority` keeps one for a dev trust space on loopback, where operators have
+  no MX records; a route that is unreadable keeps the last good map.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import json
+import logging
+import os
 from dataclasses import dataclass
 
 import dns.asyncresolver
@@ -18,6 +24,9 @@ import dns.exception
 import dns.inet
 import dns.resolver
 import dns.rdatatype
+
+
+log = logging.getLogger("mssante.smtp.routing")
 
 
 class RouteError(Exception):
@@ -35,8 +44,11 @@ class Target:
 
 class Router:
     def __init__(self, *, static_routes: dict[str, str] | None = None, dns_server: str = "", port: int = 25,
-                 timeout: float = 10.0) -> None:
+                 timeout: float = 10.0, routes_file: str = "") -> None:
         self.static = {k.lower().rstrip("."): v for k, v in (static_routes or {}).items()}
+        self.routes_file = routes_file
+        self._file_routes: dict[str, str] = {}
+        self._file_mtime: float | None = None
         self.port = port
         if dns_server:
             host, _, p = dns_server.rpartition(":")
@@ -52,6 +64,8 @@ class Router:
     async def route(self, domain: str) -> list[Target]:
         d = domain.lower().rstrip(".")
         static = self.static.get(d)
+        if static is None and self.routes_file:
+            static = self._routes_from_file().get(d)
         if static is not None:
             host, _, p = static.rpartition(":")
             host = host.strip("[]")
@@ -70,6 +84,23 @@ class Router:
         if not out:
             raise last or RouteError(f"no address for the MX hosts of {d}", permanent=False)
         return out
+
+    def _routes_from_file(self) -> dict[str, str]:
+        """The routes file's map, re-read only when its mtime changes (one stat per lookup)."""
+        try:
+            mtime = os.stat(self.routes_file).st_mtime
+        except OSError:
+            return self._file_routes
+        if mtime != self._file_mtime:
+            try:
+                data = json.loads(open(self.routes_file, encoding="utf-8").read())
+                if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+                    raise ValueError("expected an object of domain -> \"host:port\"")
+                self._file_routes = {str(k).lower().rstrip("."): v for k, v in data.items()}
+            except (OSError, ValueError) as e:
+                log.warning("relay.routes_file %s unreadable, keeping the last good routes: %s", self.routes_file, e)
+            self._file_mtime = mtime
+        return self._file_routes
 
     async def _mx(self, domain: str) -> list[str]:
         try:

@@ -464,9 +464,6 @@ async def store_plan(
 
 # --- runtime glue: what `serve` starts (mssante/wiring.py) ------------------------------------------
 
-SOURCE_OID = "1.2.250.1.213.1.1.9.999"  # XDS sourceId of this PFI (dev value; set per deployment)
-
-
 def mllp_ssl_context(services: Services) -> Any:
     """TLS for the MLLP listener when config.mllp.tls: our SERV certificate, client certificates required
     and chained to the trust-space anchors (then validated by pki, revocation included, per connection)."""
@@ -494,7 +491,7 @@ def dmp_connector_from_config(services: Services) -> Any:
 
     if not d.cert or not d.key or not d.anchors:
         raise SenderConfigError("config error: dmp.url needs dmp.cert, dmp.key and dmp.anchors")
-    conf = config_from_settings(d.url, Path(d.cert), Path(d.key), Path(d.anchors), source_id=SOURCE_OID,
+    conf = config_from_settings(d.url, Path(d.cert), Path(d.key), Path(d.anchors), source_id=d.source_id,
                                 concurrency=d.concurrency, timeout=d.timeout)
     return Iti41Connector(conf, audit=services.audit.record, now=services.now)
 
