@@ -121,6 +121,16 @@ async def serve(args: argparse.Namespace) -> None:
     await listener.stop()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process, all threads (contention-independent cost measure)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
 def rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -216,7 +226,8 @@ def client_ctx(ca: Path) -> ssl.SSLContext:
 
 
 # --- measures -----------------------------------------------------------------------------------------
-async def bench_mix(port: int, ca: Path, users: int, clients: int, seconds: float, relogin: bool) -> None:
+async def bench_mix(port: int, ca: Path, users: int, clients: int, seconds: float, relogin: bool,
+                    server_pid: int) -> None:
     ctx = client_ctx(ca)
     count = 0
     stop = time.perf_counter() + seconds
@@ -263,11 +274,14 @@ async def bench_mix(port: int, ca: Path, users: int, clients: int, seconds: floa
             c.close()
 
     t0 = time.perf_counter()
+    cpu0 = cpu_seconds(server_pid)
     await asyncio.gather(*(worker(k) for k in range(clients)))
     el = time.perf_counter() - t0
+    cpu = cpu_seconds(server_pid) - cpu0
     label = "mix with LOGIN/LOGOUT every cycle" if relogin else "mix, logged in"
     print(f"{label}: {count / el:,.0f} commands/s ({count} commands, {clients} clients, {users} users, "
-          f"{el:.1f} s, {errors} errors)", flush=True)
+          f"{el:.1f} s, {errors} errors); server CPU {cpu * 1000 / max(1, count):.2f} ms/command "
+          f"({cpu / el * 100:.0f}% of one CPU); load average {loadavg()}", flush=True)
 
 
 async def bench_idle(port: int, ca: Path, server_pid: int, n: int) -> None:
@@ -404,8 +418,9 @@ async def main(args: argparse.Namespace) -> None:
     port, pid = info["port"], info["pid"]
     try:
         if "mix" in args.only:
-            await bench_mix(port, ca, args.users, args.clients, args.seconds, relogin=False)
-            await bench_mix(port, ca, args.users, args.clients, args.seconds, relogin=True)
+            await bench_mix(port, ca, args.users, args.clients, args.seconds, relogin=False,
+                            server_pid=pid)
+            await bench_mix(port, ca, args.users, args.clients, args.seconds, relogin=True, server_pid=pid)
         if "fetch" in args.only:
             await bench_fetch(port, ca, args.fetch_count, args.fetch_mailbox)
         if "notify" in args.only:
