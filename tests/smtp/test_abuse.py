@@ -150,7 +150,7 @@ async def test_header_too_large(ops: dict[str, Operator], space: Space) -> None:
 async def test_per_peer_connection_limit(ops: dict[str, Operator]) -> None:
     a = ops["a"]
     a.services.config.smtp.max_connections_per_peer = 2
-    from test_mta import restart
+    from .test_mta import restart
 
     await restart(a)
     c1 = await RawClient.connect(a.ip, a.mta_port)

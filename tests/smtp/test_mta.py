@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from .clients import RawClient, message
-from .operators import Operator, Space, refresh_trust
+from .operators import Operator, Space, refresh_trust, utcnow
 from mssante.store.models import AuditEvent, Message
 
 
@@ -106,8 +106,8 @@ async def test_untrusted_ca_fails_the_handshake(ops: dict[str, Operator], space:
 
 async def test_revoked_certificate_is_refused(ops: dict[str, Operator], space: Space) -> None:
     a, b = ops["a"], ops["b"]
-    space.pki.revoke(b.serv.serial, "keyCompromise", __import__("operators").utcnow())
-    space.pki.write_crls(__import__("operators").utcnow())
+    space.pki.revoke(b.serv.serial, "keyCompromise", utcnow())
+    space.pki.write_crls(utcnow())
     a.services.validator = space.validator()  # the CRL refresher's job
     c = await mta_client(a, space, b.serv)
     with pytest.raises(aiosmtplib.SMTPSenderRefused) as e:
