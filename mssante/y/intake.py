@@ -40,7 +40,7 @@ from mssante.y.mail import (
     MailError,
     MailSpec,
     body_for,
-    build_leg_message,
+    render_leg_message,
     patient_address,
     valid_address,
 )
@@ -80,7 +80,12 @@ class MailLegPlan:
     envelope_from: str
     recipients: tuple[str, ...]
     message_id: str
-    message: EmailMessage  # render with message.as_bytes(); never log it
+    message: EmailMessage  # never log it
+    raw: bytes = b""  # message.as_bytes(), rendered once by `decide`
+
+    @property
+    def data(self) -> bytes:
+        return self.raw or self.message.as_bytes()
 
 
 @dataclass(frozen=True)
@@ -284,8 +289,8 @@ def _plan(data: bytes, config: IntakeConfig, now: datetime, trust: TrustCheck, d
                 no_reply=req.no_reply, reply_to=req.reply_to, read_receipt=routing.ack_lecture,
                 delivery_key=f"{key}|{group.value}", message_id_domain=config.message_id_domain,
             )
-            message = build_leg_message(spec, now)
-            legs.append(MailLegPlan(group, sender.mail_from, tuple(rcpts), str(message["Message-ID"]), message))
+            message, raw = render_leg_message(spec, now)
+            legs.append(MailLegPlan(group, sender.mail_from, tuple(rcpts), str(message["Message-ID"]), message, raw))
     dmp: list[DmpRequest] = []
     if routing.dmp_leg:
         dmp_action = {YAction.SUBMIT: DmpAction.SUBMIT, YAction.REPLACE: DmpAction.REPLACE,

@@ -96,6 +96,11 @@ def _safe_header(value: str) -> str:
 
 
 def build_leg_message(spec: MailSpec, now: datetime) -> EmailMessage:
+    return render_leg_message(spec, now)[0]
+
+
+def render_leg_message(spec: MailSpec, now: datetime) -> tuple[EmailMessage, bytes]:
+    """The leg message and its bytes, rendered once (the size check needs them anyway)."""
     if not spec.recipients:
         raise MailError("a leg message needs at least one recipient")
     for addr in (spec.sender, *spec.recipients, *([spec.reply_to] if spec.reply_to else [])):
@@ -124,10 +129,10 @@ def build_leg_message(spec: MailSpec, now: datetime) -> EmailMessage:
     msg.add_attachment(spec.xdm, maintype="application", subtype="zip", filename="IHE_XDM.ZIP")
     # A boundary derived from the leg key keeps the output a pure function of (spec, now).
     msg.set_boundary("=_y_" + hashlib.sha256(spec.delivery_key.encode("utf-8")).hexdigest()[:32])
-    size = len(msg.as_bytes())
-    if size > MAX_MESSAGE_BYTES:
-        raise MailError(f"leg message of {size} bytes exceeds the 25 MB MSSanté limit")
-    return msg
+    raw = msg.as_bytes()
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise MailError(f"leg message of {len(raw)} bytes exceeds the 25 MB MSSanté limit")
+    return msg, raw
 
 
 def body_for(group: LegGroup, given: str | None, action: str) -> str:

@@ -23,6 +23,7 @@ import concurrent.futures
 import dataclasses
 import datetime as dt
 import functools
+import hashlib
 import logging
 import multiprocessing
 import re
@@ -32,11 +33,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select, tuple_
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mssante.store.groupcommit import GroupCommitter
+from mssante.store.groupcommit import CommitterClosed, GroupCommitter
 from mssante.store.mail import store_blob
+from mssante.store.models import AuditEvent, Blob
 from mssante.y.ack import AckCode, AckContext, build_ack
 from mssante.y.hl7 import ErrorCode, Hl7Limits, Location, Problem
 from mssante.y.ins import InsEnvironment
@@ -210,7 +213,7 @@ def plan_for_storage(payload: bytes, lookups: dict[str, list[str]], now: dt.date
                        if p.address},
         ack_reception=decision.routing.ack_reception, ack_lecture=decision.routing.ack_lecture,
         ack_context=decision.ack_context, ack=decision.ack, warnings=decision.warnings,
-        mail_legs=tuple(MailLegRow(leg.group.value, leg.recipients, leg.message_id, leg.message.as_bytes())
+        mail_legs=tuple(MailLegRow(leg.group.value, leg.recipients, leg.message_id, leg.data)
                         for leg in decision.mail_legs),
         dmp=decision.dmp,
     )
@@ -247,6 +250,11 @@ class YIntake:
             self._pool = concurrent.futures.ProcessPoolExecutor(max_workers=n,
                                                                 mp_context=multiprocessing.get_context("spawn"))
         self._trusted: tuple[int, frozenset[str]] = (0, frozenset())
+        # Plans waiting for the storage transaction; one transaction at a time on SQLite's single writer.
+        self._pending: list[PendingStore] = []
+        self._inflight = 0
+        self._max_inflight = 1 if backend == "sqlite" else 4
+        self._flushes: set[asyncio.Task[None]] = set()
 
     @classmethod
     def for_services(cls, services: Services) -> YIntake:
@@ -257,6 +265,10 @@ class YIntake:
         return intake
 
     async def close(self) -> None:
+        for _ in range(1000):  # plans already decided are stored (their callers are waiting), bounded
+            if not self._pending and not self._flushes:
+                break
+            await asyncio.sleep(0.01)
         if self._own_committer:
             await self._committer.close()
         if self._pool is not None:
@@ -400,66 +412,161 @@ class YIntake:
 
     # --- durable storage ---------------------------------------------------------------------------
     async def store(self, plan: StoragePlan, rule: SenderRule, *, actor: str, source: str) -> tuple[int, bytes, bool]:
-        """Write the delivery and all its legs in one transaction; return (id, ack, duplicate) after COMMIT."""
-        self._committer.start()
-        now = self.services.now()
+        """Write the delivery and all its legs in one transaction; return (id, ack, duplicate) after COMMIT.
 
-        async def job(session: AsyncSession) -> tuple[int, bytes, bool]:
-            return await store_plan(session, plan, rule, actor=actor, source=source, now=now, audit=self.services.audit)
+        Concurrent intakes (several MLLP connections) are stored together: the plans waiting while the
+        previous transaction commits become ONE transaction with a fixed number of statements
+        (`store_plans`) and one fsync. Each caller is answered only after that COMMIT."""
+        fut: asyncio.Future[tuple[int, bytes, bool]] = asyncio.get_running_loop().create_future()
+        self._pending.append(PendingStore(plan, rule, actor, source, self.services.now(), fut))
+        self._kick()
+        return await fut
 
-        result: tuple[int, bytes, bool] = await self._committer.submit(job)
-        return result
+    def _kick(self) -> None:
+        while self._pending and self._inflight < self._max_inflight:
+            batch, self._pending = self._pending[:STORE_BATCH], self._pending[STORE_BATCH:]
+            self._inflight += 1
+            task = asyncio.create_task(self._flush(batch), name="y-intake-store")
+            self._flushes.add(task)
+            task.add_done_callback(self._flushes.discard)
+
+    async def _flush(self, batch: list[PendingStore]) -> None:
+        try:
+            live = [p for p in batch if not p.future.done()]
+            if not live:
+                return
+            audit = self.services.audit
+            try:
+                results = await self._committer.submit(functools.partial(store_plans, items=live, audit=audit))
+            except Exception:  # noqa: BLE001 - e.g. a racing duplicate from another process: each plan alone
+                if len(live) > 1:
+                    log.warning("y intake: batch of %d failed; storing each alone", len(live), exc_info=True)
+                for p in live:
+                    try:
+                        result = await self._committer.submit(functools.partial(store_plans, items=[p], audit=audit))
+                    except Exception as e:  # noqa: BLE001 - that caller answers AR
+                        if not p.future.done():
+                            p.future.set_exception(e)
+                    else:
+                        if not p.future.done():
+                            p.future.set_result(result[0])
+                return
+            for p, r in zip(live, results, strict=True):
+                if not p.future.done():
+                    p.future.set_result(r)
+        except BaseException as e:
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_exception(e if isinstance(e, Exception) else CommitterClosed("intake stopping"))
+            raise
+        finally:
+            self._inflight -= 1
+            self._kick()
 
 
-async def store_plan(
-    session: AsyncSession,
-    plan: StoragePlan,
-    rule: SenderRule,
-    *,
-    actor: str,
-    source: str,
-    now: dt.datetime,
-    audit: Any,
-) -> tuple[int, bytes, bool]:
-    """The single transaction of step 4 (the caller commits). Safe to re-run after a rollback."""
-    existing = (await session.execute(select(YDelivery.id, YDelivery.ack).where(
-        YDelivery.sender_key == rule.key, YDelivery.control_id == plan.control_id))).first()
-    if existing is not None:
-        return int(existing[0]), str(existing[1]).encode("utf-8"), True
-    delivery = YDelivery(
-        sender_key=rule.key, control_id=plan.control_id, message_type=plan.message_type, action=plan.action,
-        patient_ins=plan.patient_ins, sender_mailbox=rule.mailbox, source=source, actor=actor[:500],
-        ack_reception=plan.ack_reception, ack_lecture=plan.ack_lecture, ack_endpoint=rule.ack_endpoint,
-        ack_context=dataclasses.asdict(plan.ack_context), ack=plan.ack.decode("utf-8"),
-        warnings=list(plan.warnings), received_at=now,
-    )
-    session.add(delivery)
-    await session.flush()
-    ins = plan.patient_ins or ""
-    legs: list[YLeg] = []
-    for leg in plan.mail_legs:
-        blob_id = await store_blob(session, leg.raw)
-        for rcpt in leg.recipients:
-            rid = ins if leg.group == "patient" else plan.recipient_ids.get(rcpt.lower(), "")
-            legs.append(YLeg(delivery_id=delivery.id, kind=LEG_MSS, group=leg.group, recipient=rcpt,
-                             recipient_id=rid[:64], message_id=leg.message_id, blob_id=blob_id, state=ACCEPTED,
-                             state_at=now, attempts=0, next_attempt_at=now))
-    for req_dmp in plan.dmp:
-        blob_id = await store_blob(session, req_dmp.cda)
-        fields = {f.name: getattr(req_dmp, f.name) for f in dataclasses.fields(req_dmp) if f.name != "cda"}
-        fields["action"] = req_dmp.action.value
-        fields["restrictions"] = sorted(req_dmp.restrictions)
-        legs.append(YLeg(delivery_id=delivery.id, kind=LEG_DMP, group="", recipient=req_dmp.ins,
-                         recipient_id=req_dmp.ins, message_id=None, blob_id=blob_id, state=ACCEPTED, state_at=now,
-                         attempts=0, next_attempt_at=now, detail={"request": fields}))
-    session.add_all(legs)
-    session.add(audit.event(
-        "y.accepted", actor, "ok", delivery_id=delivery.id, sender=rule.key, control_id=plan.control_id[:64],
-        message_type=plan.message_type, source=source, ins=ins, legs=len(legs),
-        dmp_legs=len(plan.dmp), mss_recipients=sum(len(m.recipients) for m in plan.mail_legs),
-    ))
-    await session.flush()
-    return int(delivery.id), plan.ack, False
+@dataclass
+class PendingStore:
+    """A decided plan waiting for the storage transaction (its caller waits on `future`)."""
+
+    plan: StoragePlan
+    rule: SenderRule
+    actor: str
+    source: str
+    now: dt.datetime
+    future: asyncio.Future[tuple[int, bytes, bool]]
+
+
+STORE_BATCH = 64  # plans per storage transaction
+
+
+def _insert_ignore(session: AsyncSession, table: Any, index: list[str]) -> Any:
+    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+    ins = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+    return ins.on_conflict_do_nothing(index_elements=index)
+
+
+async def store_plans(session: AsyncSession, items: Sequence[PendingStore], *, audit: Any) -> list[tuple[int, bytes, bool]]:
+    """Step 4 for a batch of plans, in the caller's transaction, with a fixed number of statements
+    whatever the batch size: duplicates (one SELECT), blobs (content-addressed, one INSERT + one SELECT),
+    deliveries (one INSERT … RETURNING), legs, audit events. Returns (delivery id, ACK, duplicate) per
+    item. A control id already stored — or twice in the batch — is a duplicate answered with the first
+    ACK. Safe to re-run after a rollback (it only writes through `session`)."""
+    keys = list(dict.fromkeys((p.rule.key, p.plan.control_id) for p in items))
+    found: dict[tuple[str, str], tuple[int, str]] = {}
+    for i in range(0, len(keys), 200):
+        rows = (await session.execute(select(YDelivery.sender_key, YDelivery.control_id, YDelivery.id, YDelivery.ack)
+                                      .where(tuple_(YDelivery.sender_key, YDelivery.control_id).in_(keys[i:i + 200])))).all()
+        found.update({(str(k), str(c)): (int(d), str(a)) for k, c, d, a in rows})
+    new: dict[tuple[str, str], PendingStore] = {}
+    for p in items:
+        key = (p.rule.key, p.plan.control_id)
+        if key not in found and key not in new:
+            new[key] = p
+    if new:
+        digests: dict[str, bytes] = {}
+        for p in new.values():
+            for leg in p.plan.mail_legs:
+                digests.setdefault(hashlib.sha256(leg.raw).hexdigest(), leg.raw)
+            for req_dmp in p.plan.dmp:
+                digests.setdefault(hashlib.sha256(req_dmp.cda).hexdigest(), req_dmp.cda)
+        blob_ids: dict[str, int] = {}
+        if digests:
+            await session.execute(_insert_ignore(session, Blob, ["sha256"]),
+                                  [{"sha256": d, "size": len(r), "data": r} for d, r in digests.items()])
+            blob_ids = {str(h): int(i) for i, h in (await session.execute(
+                select(Blob.id, Blob.sha256).where(Blob.sha256.in_(list(digests))))).all()}
+        rows = (await session.execute(
+            insert(YDelivery).returning(YDelivery.id, YDelivery.sender_key, YDelivery.control_id,
+                                        sort_by_parameter_order=True),
+            [{"sender_key": p.rule.key, "control_id": p.plan.control_id, "message_type": p.plan.message_type,
+              "action": p.plan.action, "patient_ins": p.plan.patient_ins, "sender_mailbox": p.rule.mailbox,
+              "source": p.source, "actor": p.actor[:500], "ack_reception": p.plan.ack_reception,
+              "ack_lecture": p.plan.ack_lecture, "ack_endpoint": p.rule.ack_endpoint,
+              "ack_context": dataclasses.asdict(p.plan.ack_context), "ack": p.plan.ack.decode("utf-8"),
+              "warnings": list(p.plan.warnings), "received_at": p.now} for p in new.values()])).all()
+        ids = {(str(k), str(c)): int(i) for i, k, c in rows}
+        legs: list[dict[str, Any]] = []
+        events: list[dict[str, Any]] = []
+        for key, p in new.items():
+            plan, delivery_id, now = p.plan, ids[key], p.now
+            ins = plan.patient_ins or ""
+            n = len(legs)
+            for leg in plan.mail_legs:
+                blob_id = blob_ids[hashlib.sha256(leg.raw).hexdigest()]
+                for rcpt in leg.recipients:
+                    rid = ins if leg.group == "patient" else plan.recipient_ids.get(rcpt.lower(), "")
+                    legs.append({"delivery_id": delivery_id, "kind": LEG_MSS, "group": leg.group, "recipient": rcpt,
+                                 "recipient_id": rid[:64], "message_id": leg.message_id, "blob_id": blob_id,
+                                 "state": ACCEPTED, "state_at": now, "attempts": 0, "next_attempt_at": now,
+                                 "detail": None})
+            for req_dmp in plan.dmp:
+                fields = {f.name: getattr(req_dmp, f.name) for f in dataclasses.fields(req_dmp) if f.name != "cda"}
+                fields["action"] = req_dmp.action.value
+                fields["restrictions"] = sorted(req_dmp.restrictions)
+                legs.append({"delivery_id": delivery_id, "kind": LEG_DMP, "group": "", "recipient": req_dmp.ins,
+                             "recipient_id": req_dmp.ins, "message_id": None,
+                             "blob_id": blob_ids[hashlib.sha256(req_dmp.cda).hexdigest()], "state": ACCEPTED,
+                             "state_at": now, "attempts": 0, "next_attempt_at": now, "detail": {"request": fields}})
+            ev = audit.event(
+                "y.accepted", p.actor, "ok", delivery_id=delivery_id, sender=p.rule.key, control_id=plan.control_id[:64],
+                message_type=plan.message_type, source=p.source, ins=ins, legs=len(legs) - n,
+                dmp_legs=len(plan.dmp), mss_recipients=sum(len(m.recipients) for m in plan.mail_legs),
+            )
+            events.append({"at": ev.at, "action": ev.action, "actor": ev.actor, "outcome": ev.outcome,
+                           "details": ev.details})
+        if legs:
+            await session.execute(insert(YLeg), legs)
+        await session.execute(insert(AuditEvent), events)
+    out: list[tuple[int, bytes, bool]] = []
+    for p in items:
+        key = (p.rule.key, p.plan.control_id)
+        if key in found:
+            out.append((found[key][0], found[key][1].encode("utf-8"), True))
+        elif new[key] is p:
+            out.append((ids[key], p.plan.ack, False))
+        else:  # the same control id twice in one batch: the second is a duplicate of the first
+            out.append((ids[key], new[key].plan.ack, True))
+    return out
 
 
 # --- runtime glue: what `serve` starts (mssante/wiring.py) ------------------------------------------
