@@ -6,13 +6,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 from dataclasses import dataclass, field
 from typing import Any
 
-from mssante.app import Services, utcnow
+from mssante.app import Services, cancel_tasks, utcnow
 from mssante.config import Config, parse_hostport
 from mssante.http import make_http_app, start_http
 from mssante.observability.audit import Audit
@@ -69,11 +68,7 @@ class Gateway:
             await asyncio.sleep(AUDIT_PURGE_INTERVAL)
 
     async def stop(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-        for task in self.tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_tasks(self.tasks)
         for name, listener in reversed(list(self.listeners.items())):
             try:
                 await listener.stop()

@@ -20,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from mssante.app import Services
+from mssante.app import Services, cancel_tasks
 from mssante.config import parse_hostport
 
 log = logging.getLogger("mssante.wiring")
@@ -89,11 +89,7 @@ class Upkeep:
             await asyncio.sleep(interval)
 
     async def stop(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-        for task in self.tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_tasks(self.tasks)
 
 
 async def attach_services(services: Services) -> None:
@@ -135,24 +131,11 @@ def extra_http_routes(services: Services) -> list[Callable[[web.Application], No
     ]
 
 
-def _imap_tls(services: Services) -> Any:
-    from pki.tls import server_context
-
-    t = services.config.tls
-    if not t.cert or not t.key:
-        raise ValueError("config error: tls.cert and tls.key are required for the IMAP listeners")
-    # Client certificates are optional on IMAP: they serve SASL EXTERNAL for ORG/APP mailboxes.
-    ctx = server_context(t.cert, t.key, client_ca_path=t.anchors or None, require_client_cert=False)
-    if t.anchors and t.intermediates:
-        ctx.load_verify_locations(cafile=t.intermediates)
-    return ctx
-
-
 async def start_listeners(services: Services) -> dict[str, Any]:
     """Start every configured listener; on a failure, stop those already started and re-raise."""
     from mssante.imap.server import start_imap
     from mssante.smtp.relay import start_relay_worker
-    from mssante.smtp.server import start_mta, start_submission
+    from mssante.smtp.server import server_tls_context, start_mta, start_submission
     from mssante.y.service import start_y
 
     cfg = services.config
@@ -165,7 +148,8 @@ async def start_listeners(services: Services) -> dict[str, Any]:
         started["relay"] = await start_relay_worker(services, mx_port=cfg.relay.mx_port,
                                                      poll_interval=cfg.relay.poll_seconds)
         if cfg.listeners.imap or cfg.listeners.imaps:
-            tls = _imap_tls(services)
+            # The same context as SMTP: client certificates optional (they serve SASL EXTERNAL for ORG/APP).
+            tls = server_tls_context(services)
             if cfg.listeners.imap:
                 host, port = parse_hostport(cfg.listeners.imap, "listeners.imap")
                 started["imap"] = await start_imap(services, host=host, port=port, implicit_tls=False, ssl_context=tls)
