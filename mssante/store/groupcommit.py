@@ -29,9 +29,9 @@ import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import insert, select, text, update
+from sqlalchemy import Table, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -39,6 +39,11 @@ from mssante.store.mail import NOTIFY_CHANNEL, MailboxError
 from mssante.store.models import AuditEvent, Blob, Folder, Message
 
 log = logging.getLogger("mssante.store.groupcommit")
+
+_BLOB = cast(Table, Blob.__table__)
+_FOLDER = cast(Table, Folder.__table__)
+_MESSAGE = cast(Table, Message.__table__)
+_AUDIT = cast(Table, AuditEvent.__table__)
 
 T = TypeVar("T")
 
@@ -69,41 +74,73 @@ async def deliver_many(session: AsyncSession, items: Sequence[LocalDelivery],
     if not items:
         return []
     dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+    # Core statements on the session's connection: the ORM bulk paths add per-row bookkeeping we do not need.
+    conn = await session.connection()
+    digest_of = [hashlib.sha256(it.raw).hexdigest() for it in items]
     digests: dict[str, bytes] = {}
-    for it in items:
-        digests.setdefault(hashlib.sha256(it.raw).hexdigest(), it.raw)
-    ins: Any = (postgresql.insert(Blob) if dialect == "postgresql" else sqlite.insert(Blob)).on_conflict_do_nothing(
+    for d, it in zip(digest_of, items, strict=True):
+        digests.setdefault(d, it.raw)
+    ins: Any = (postgresql.insert(_BLOB) if dialect == "postgresql" else sqlite.insert(_BLOB)).on_conflict_do_nothing(
         index_elements=["sha256"])
-    await session.execute(ins, [{"sha256": d, "size": len(r), "data": r} for d, r in digests.items()])
-    blob_ids = {str(h): int(i) for i, h in (await session.execute(
-        select(Blob.id, Blob.sha256).where(Blob.sha256.in_(list(digests))))).all()}
-    box_ids = sorted({b for it in items for b in it.mailbox_ids})
-    folder_of = {int(m): int(f) for m, f in (await session.execute(
-        select(Folder.mailbox_id, Folder.id).where(Folder.mailbox_id.in_(box_ids), Folder.name == folder))).all()}
-    missing = [b for b in box_ids if b not in folder_of]
-    if missing:
-        raise MailboxError(f"mailbox {missing[0]} has no folder {folder!r}")
-    counts = Counter(folder_of[b] for it in items for b in it.mailbox_ids)
-    if dialect == "postgresql":  # lock in id order: concurrent batches never deadlock on folder rows
-        await session.execute(select(Folder.id).where(Folder.id.in_(sorted(counts))).order_by(Folder.id).with_for_update())
+    # One statement inserts the new blobs and returns their ids; only contents already stored (a message
+    # delivered again, a DSN quoting its original) need the SELECT.
+    blob_ids = {str(h): int(i) for i, h in (await conn.execute(
+        ins.returning(_BLOB.c.id, _BLOB.c.sha256),
+        [{"sha256": d, "size": len(r), "data": r} for d, r in digests.items()])).all()}
+    known = [d for d in digests if d not in blob_ids]
+    if known:
+        blob_ids.update({str(h): int(i) for i, h in (await conn.execute(
+            select(_BLOB.c.id, _BLOB.c.sha256).where(_BLOB.c.sha256.in_(known)))).all()})
+    box_counts = Counter(b for it in items for b in it.mailbox_ids)
     # One UPDATE per distinct count: each folder's UID and MODSEQ ranges in one statement.
+    by_count: dict[int, list[int]] = {}
     next_uid: dict[int, int] = {}
     next_modseq: dict[int, int] = {}
-    by_count: dict[int, list[int]] = {}
-    for f, c in counts.items():
-        by_count.setdefault(c, []).append(f)
-    for c, fids in by_count.items():
-        rows = (await session.execute(
-            update(Folder).where(Folder.id.in_(fids))
-            .values(uidnext=Folder.uidnext + c, highestmodseq=Folder.highestmodseq + c)
-            .returning(Folder.id, Folder.uidnext, Folder.highestmodseq)
-        )).all()
-        for fid, uidnext, modseq in rows:
-            next_uid[int(fid)] = int(uidnext) - c  # first allocated UID
-            next_modseq[int(fid)] = int(modseq) - c + 1
+    folder_of: dict[int, int] = {}
+    if dialect == "postgresql":
+        folder_of = {int(m): int(f) for m, f in (await conn.execute(
+            select(_FOLDER.c.mailbox_id, _FOLDER.c.id).where(
+                _FOLDER.c.mailbox_id.in_(sorted(box_counts)), _FOLDER.c.name == folder))).all()}
+        missing = [b for b in sorted(box_counts) if b not in folder_of]
+        if missing:
+            raise MailboxError(f"mailbox {missing[0]} has no folder {folder!r}")
+        counts = Counter({folder_of[b]: c for b, c in box_counts.items()})
+        # Lock in id order: concurrent batches never deadlock on folder rows.
+        await conn.execute(select(_FOLDER.c.id).where(_FOLDER.c.id.in_(sorted(counts))).order_by(_FOLDER.c.id)
+                           .with_for_update())
+        for f, c in counts.items():
+            by_count.setdefault(c, []).append(f)
+        for c, fids in by_count.items():
+            rows = (await conn.execute(
+                update(_FOLDER).where(_FOLDER.c.id.in_(fids))
+                .values(uidnext=_FOLDER.c.uidnext + c, highestmodseq=_FOLDER.c.highestmodseq + c)
+                .returning(_FOLDER.c.id, _FOLDER.c.uidnext, _FOLDER.c.highestmodseq)
+            )).all()
+            for fid, uidnext, modseq in rows:
+                next_uid[int(fid)] = int(uidnext) - c  # first allocated UID
+                next_modseq[int(fid)] = int(modseq) - c + 1
+    else:
+        # SQLite: the database write lock serialises writers, so no row locks to order; a mailbox has one
+        # folder of a given name (unique (mailbox_id, name)), so the UPDATE finds the folders by mailbox and
+        # returns their ids: no SELECT first.
+        for b, c in box_counts.items():
+            by_count.setdefault(c, []).append(b)
+        for c, boxes in by_count.items():
+            rows = (await conn.execute(
+                update(_FOLDER).where(_FOLDER.c.mailbox_id.in_(boxes), _FOLDER.c.name == folder)
+                .values(uidnext=_FOLDER.c.uidnext + c, highestmodseq=_FOLDER.c.highestmodseq + c)
+                .returning(_FOLDER.c.id, _FOLDER.c.mailbox_id, _FOLDER.c.uidnext, _FOLDER.c.highestmodseq)
+            )).all()
+            for fid, box, uidnext, modseq in rows:
+                folder_of[int(box)] = int(fid)
+                next_uid[int(fid)] = int(uidnext) - c
+                next_modseq[int(fid)] = int(modseq) - c + 1
+        missing = [b for b in sorted(box_counts) if b not in folder_of]
+        if missing:  # the caller's transaction is rolled back: the UPDATEs above are not kept
+            raise MailboxError(f"mailbox {missing[0]} has no folder {folder!r}")
     messages = []
-    for it in items:
-        blob_id = blob_ids[hashlib.sha256(it.raw).hexdigest()]
+    for d, it in zip(digest_of, items, strict=True):
+        blob_id = blob_ids[d]
         for b in it.mailbox_ids:
             f = folder_of[b]
             uid, modseq = next_uid[f], next_modseq[f]
@@ -111,15 +148,15 @@ async def deliver_many(session: AsyncSession, items: Sequence[LocalDelivery],
             messages.append({"folder_id": f, "uid": uid, "blob_id": blob_id, "flags": "", "modseq": modseq,
                              "internaldate": it.internaldate, "size": len(it.raw), "message_id": it.message_id,
                              "envelope": it.envelope, "bodystructure": it.bodystructure})
-    await session.execute(insert(Message), messages)
+    await conn.execute(_MESSAGE.insert(), messages)
     events = [it.audit for it in items if it.audit is not None]
     if events:
-        await session.execute(insert(AuditEvent), [
+        await conn.execute(_AUDIT.insert(), [
             {"at": e.at, "action": e.action, "actor": e.actor, "outcome": e.outcome, "details": e.details}
             for e in events])
     if dialect == "postgresql":
-        for f in sorted(counts):
-            await session.execute(text("SELECT pg_notify(:ch, :payload)"), {"ch": NOTIFY_CHANNEL, "payload": str(f)})
+        for f in sorted(set(folder_of.values())):
+            await conn.execute(text("SELECT pg_notify(:ch, :payload)"), {"ch": NOTIFY_CHANNEL, "payload": str(f)})
     return [sorted({folder_of[b] for b in it.mailbox_ids}) for it in items]
 
 
