@@ -349,6 +349,9 @@ class ImapListener:
             await self.server.wait_closed()
         if self.ctx.audit_batch is not None:
             await self.ctx.audit_batch.close()
+        aclose = getattr(self.ctx.storage, "aclose", None)
+        if aclose is not None:
+            await aclose()  # the SQLite fast path's threads (mssante.imap.sqlite_fast)
         if self.owned_notifier is not None:
             await self.owned_notifier.stop()
 

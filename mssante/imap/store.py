@@ -13,6 +13,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import re
+import weakref
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
@@ -183,8 +184,34 @@ class SqlStorage:
         self._opening: asyncio.Future[None] | None = None
         self._readers = asyncio.Semaphore(_READERS) if self._group else None
         self._inflight: dict[tuple[int, int], asyncio.Future[Changes | None]] = {}
-        self.batches = 0  # statistics: transactions committed by group commit
-        self.batched = 0  # operations they carried
+        self._batches = 0  # statistics: transactions committed by group commit
+        self._batched = 0  # operations they carried
+        # SQLite in a file: the hot operations run as plain SQL on our own threads (sqlite_fast).
+        self._fast: Any = None
+        self._ops: Any = None
+        url = bind.url
+        if (self._group and url.database and url.database != ":memory:" and not url.query
+                and not url.database.startswith("file:")):
+            from mssante.imap.sqlite_fast import SqliteRunner
+            from mssante.imap.store_sqlite import SqliteOps
+            from mssante.store.db import _sqlite_pragmas
+
+            self._fast = SqliteRunner(url.database, _sqlite_pragmas, readers=_READERS, max_batch=_MAX_BATCH)
+            self._ops = SqliteOps(bind.dialect)
+            weakref.finalize(self, self._fast.shutdown)
+
+    @property
+    def batches(self) -> int:
+        return self._batches + (self._fast.batches if self._fast is not None else 0)
+
+    @property
+    def batched(self) -> int:
+        return self._batched + (self._fast.batched if self._fast is not None else 0)
+
+    async def aclose(self) -> None:
+        """Stop the SQLite fast path's threads (queued writes are committed first)."""
+        if self._fast is not None:
+            await self._fast.aclose()
 
     @contextlib.asynccontextmanager
     async def _read(self) -> AsyncIterator[AsyncConnection]:
@@ -257,8 +284,8 @@ class SqlStorage:
         try:
             if b.failed is None:
                 await b.session.commit()
-                self.batches += 1
-                self.batched += b.served
+                self._batches += 1
+                self._batched += b.served
                 b.done.set_result(None)
             else:
                 await b.session.rollback()
@@ -274,7 +301,9 @@ class SqlStorage:
 
     async def add_events(self, events: Sequence[Any]) -> None:
         """Audit events (mssante.observability.audit.Audit.event) written in one transaction."""
-        if events:
+        if events and self._fast is not None:
+            await self._fast.write(self._ops.add_events, list(events))
+        elif events:
             async with self._write() as s:
                 s.add_all(list(events))
 
@@ -292,22 +321,30 @@ class SqlStorage:
                 self._published(fid, modseq)
 
     async def folders(self, mailbox_id: int) -> list[FolderInfo]:
+        if self._fast is not None:
+            return cast(list[FolderInfo], await self._fast.read(self._ops.folders, mailbox_id))
         async with self._read() as s:
             rows = (await s.execute(select(*_FOLDER_COLS).where(Folder.mailbox_id == mailbox_id))).all()
         return sorted((_finfo(f) for f in rows), key=lambda f: (f.name != "INBOX", f.name))
 
     async def folder(self, mailbox_id: int, name: str) -> FolderInfo | None:
+        if self._fast is not None:
+            return cast("FolderInfo | None", await self._fast.read(self._ops.folder, mailbox_id, name))
         async with self._read() as s:
             f = (await s.execute(select(*_FOLDER_COLS).where(Folder.mailbox_id == mailbox_id,
                                                              Folder.name == name))).first()
         return None if f is None else _finfo(f)
 
     async def highestmodseq(self, folder_id: int) -> int | None:
+        if self._fast is not None:
+            return cast("int | None", await self._fast.read(self._ops.highestmodseq, folder_id))
         async with self._read() as s:
             v = await s.scalar(select(Folder.highestmodseq).where(Folder.id == folder_id))
         return None if v is None else int(v)
 
     async def messages(self, folder_id: int) -> list[MessageMeta]:
+        if self._fast is not None:
+            return cast(list[MessageMeta], await self._fast.read(self._ops.messages, folder_id))
         async with self._read() as s:
             rows = (await s.execute(select(Message.uid, Message.flags, Message.modseq)
                                     .where(Message.folder_id == folder_id).order_by(Message.uid))).all()
@@ -316,6 +353,8 @@ class SqlStorage:
     async def open_folder(self, mailbox_id: int, name: str) -> tuple[FolderInfo, list[MessageMeta]] | None:
         """SELECT: the folder row first, then its messages, on one connection. A change committed
         between the two reads has a MODSEQ above the folder's and is reported by the next sync."""
+        if self._fast is not None:
+            return cast(Any, await self._fast.read(self._ops.open_folder, mailbox_id, name))
         async with self._read() as s:
             f = (await s.execute(select(*_FOLDER_COLS).where(Folder.mailbox_id == mailbox_id,
                                                              Folder.name == name))).first()
@@ -346,6 +385,8 @@ class SqlStorage:
         return result
 
     async def _changes_since(self, folder_id: int, modseq: int) -> Changes | None:
+        if self._fast is not None:
+            return cast("Changes | None", await self._fast.read(self._ops.changes_since, folder_id, modseq))
         async with self._read() as s:
             f = (await s.execute(select(*_FOLDER_COLS).where(Folder.id == folder_id))).first()
             if f is None:
@@ -366,6 +407,9 @@ class SqlStorage:
                       ) -> list[MessageDetail]:
         """Messages' metadata; `summary` loads ENVELOPE/BODYSTRUCTURE (JSON), `raw` the blob."""
         summary = summary or raw  # sections are found through the BODYSTRUCTURE offsets
+        if self._fast is not None:
+            return cast(list[MessageDetail], await self._fast.read(self._ops.details, folder_id, list(uids), raw,
+                                                                   summary))
         cols: list[Any] = [Message.uid, Message.flags, Message.modseq, Message.internaldate, Message.size]
         cols += [Message.envelope, Message.bodystructure] if summary else [literal_column("NULL"),
                                                                           literal_column("NULL")]
@@ -411,6 +455,12 @@ class SqlStorage:
     async def store_flags(self, folder_id: int, uids: Sequence[int], mode: str, flags: Sequence[str],
                           unchangedsince: int | None) -> StoreResult:
         want = set(norm_flags(flags))
+        if self._fast is not None:
+            res = cast(StoreResult, await self._fast.write(self._ops.store_flags, folder_id, list(uids), mode,
+                                                           frozenset(want), unchangedsince))
+            if res.changed:
+                self._published_after_commit([folder_id], res.changed[0].modseq)
+            return res
         res = StoreResult([], [], [])
         async with self._write() as s:
             await self._lock(s, folder_id)
@@ -498,6 +548,11 @@ class SqlStorage:
         # Stored in UTC: SQLite keeps no offset, so the instant is what must survive.
         internaldate = internaldate.astimezone(dt.timezone.utc)
         digest = hashlib.sha256(raw).hexdigest()
+        if self._fast is not None:
+            uid, modseq = await self._fast.write(self._ops.append, folder_id, raw, digest, " ".join(norm_flags(flags)),
+                                                 internaldate, mid[:998] if mid else None, env, bs)
+            self._published_after_commit([folder_id], modseq)
+            return int(uid), int(modseq)
         async with self._write() as s:
             await self._lock(s, folder_id)
             blob_id = await self._store_blob(s, raw, digest)
@@ -530,6 +585,12 @@ class SqlStorage:
                       ) -> tuple[list[int], int]:
         """Remove \\Deleted messages; `events(uids)` returns audit events committed with the removal.
         Returns (expunged uids, the expunge's MODSEQ or 0)."""
+        if self._fast is not None:
+            gone, modseq = await self._fast.write(self._ops.expunge, folder_id, None if uids is None else list(uids),
+                                                  events)
+            if gone:
+                self._published_after_commit([folder_id], modseq)
+            return gone, modseq
         async with self._write() as s:
             await self._lock(s, folder_id)
             c = await s.connection()
@@ -639,6 +700,8 @@ class SqlStorage:
                 raise StoreError("no such mailbox", "NONEXISTENT")
 
     async def status(self, folder_id: int) -> FolderStatus:
+        if self._fast is not None:
+            return cast(FolderStatus, await self._fast.read(self._ops.status, folder_id))
         async with self._read() as s:
             rows = (await s.execute(select(Message.flags, Message.size).where(Message.folder_id == folder_id))).all()
         unseen = deleted = size = 0

@@ -1,0 +1,268 @@
+"""The hot storage operations of mssante.imap.store.SqlStorage as plain SQL on a sqlite3
+connection (run by mssante.imap.sqlite_fast.SqliteRunner on its threads).
+
+Each function is the exact equivalent of the SQLAlchemy version in store.py (same rows, same
+MODSEQ/UID bookkeeping, same StoreError before the first write); values are converted with the
+SQLAlchemy column types' own processors so both paths read and write identical formats.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable, Sequence
+from typing import Any, cast
+
+from sqlalchemy import Table
+
+from mssante.imap.mime import summarize
+from mssante.imap.store import (
+    _DNT,
+    Changes,
+    FolderInfo,
+    FolderStatus,
+    MessageDetail,
+    MessageMeta,
+    StoreError,
+    StoreResult,
+    _chunks,
+)
+from mssante.store.models import AuditEvent, Message, utcnow
+
+_FOLDER = "SELECT id, name, special_use, uidvalidity, uidnext, highestmodseq, subscribed FROM folder"
+_UTC = dt.timezone.utc
+_CHUNK = 500  # bound parameters per IN (...)
+
+
+def _finfo(r: Sequence[Any]) -> FolderInfo:
+    return FolderInfo(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]))
+
+
+def _flags(s: str | None) -> tuple[str, ...]:
+    return tuple(s.split()) if s else ()
+
+
+def _ids(xs: Sequence[int]) -> str:
+    """A list of integers as ONE bound parameter, expanded by `IN (SELECT value FROM json_each(?))`:
+    constant SQL text (sqlite3 statement cache), nothing built from values."""
+    return json.dumps([int(x) for x in xs])
+
+
+_DETAIL_SQL = {
+    (False, False): "SELECT m.uid, m.flags, m.modseq, m.internaldate, m.size, NULL, NULL, NULL FROM message m "
+                    "WHERE m.folder_id = ? AND m.uid IN (SELECT value FROM json_each(?)) ORDER BY m.uid",
+    (True, False): "SELECT m.uid, m.flags, m.modseq, m.internaldate, m.size, m.envelope, m.bodystructure, NULL "
+                   "FROM message m WHERE m.folder_id = ? AND m.uid IN (SELECT value FROM json_each(?)) ORDER BY m.uid",
+    (True, True): "SELECT m.uid, m.flags, m.modseq, m.internaldate, m.size, m.envelope, m.bodystructure, b.data "
+                  "FROM message m JOIN blob b ON b.id = m.blob_id WHERE m.folder_id = ? AND m.uid "
+                  "IN (SELECT value FROM json_each(?)) ORDER BY m.uid",
+}
+
+
+def _processors(dialect: Any, table: Table, col: str) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
+    t = table.c[col].type.dialect_impl(dialect)
+    bp = t.bind_processor(dialect) or (lambda v: v)
+    rp = t.result_processor(dialect, None) or (lambda v: v)
+    return bp, rp
+
+
+class SqliteOps:
+    """Plain functions f(conn, ...) for SqliteRunner.read / .write."""
+
+    def __init__(self, dialect: Any) -> None:
+        m = cast(Table, Message.__table__)
+        a = cast(Table, AuditEvent.__table__)
+        self._date_in, self._date_out = _processors(dialect, m, "internaldate")
+        self._json_in, self._json_out = _processors(dialect, m, "envelope")
+        self._at_in, _ = _processors(dialect, a, "at")
+        self._details_in, _ = _processors(dialect, a, "details")
+
+    # --- reads ------------------------------------------------------------------------------------
+    @staticmethod
+    def folders(c: Any, mailbox_id: int) -> list[FolderInfo]:
+        rows = c.execute(_FOLDER + " WHERE mailbox_id = ?", (mailbox_id,)).fetchall()
+        return sorted((_finfo(r) for r in rows), key=lambda f: (f.name != "INBOX", f.name))
+
+    @staticmethod
+    def folder(c: Any, mailbox_id: int, name: str) -> FolderInfo | None:
+        r = c.execute(_FOLDER + " WHERE mailbox_id = ? AND name = ?", (mailbox_id, name)).fetchone()
+        return None if r is None else _finfo(r)
+
+    @staticmethod
+    def highestmodseq(c: Any, folder_id: int) -> int | None:
+        r = c.execute("SELECT highestmodseq FROM folder WHERE id = ?", (folder_id,)).fetchone()
+        return None if r is None else int(r[0])
+
+    @staticmethod
+    def messages(c: Any, folder_id: int) -> list[MessageMeta]:
+        rows = c.execute("SELECT uid, flags, modseq FROM message WHERE folder_id = ? ORDER BY uid",
+                         (folder_id,)).fetchall()
+        return [MessageMeta(u, _flags(f), m) for u, f, m in rows]
+
+    @staticmethod
+    def open_folder(c: Any, mailbox_id: int, name: str) -> tuple[FolderInfo, list[MessageMeta]] | None:
+        f = SqliteOps.folder(c, mailbox_id, name)
+        if f is None:
+            return None
+        return f, SqliteOps.messages(c, f.id)
+
+    @staticmethod
+    def changes_since(c: Any, folder_id: int, modseq: int) -> Changes | None:
+        r = c.execute(_FOLDER + " WHERE id = ?", (folder_id,)).fetchone()
+        if r is None:
+            return None
+        out = Changes(_finfo(r))
+        if out.folder.highestmodseq <= modseq:
+            return out
+        rows = c.execute("SELECT uid, flags, modseq FROM message WHERE folder_id = ? AND modseq > ? ORDER BY uid",
+                         (folder_id, modseq)).fetchall()
+        out.changed = [MessageMeta(u, _flags(f), m) for u, f, m in rows]
+        out.expunged = [u for (u,) in c.execute(
+            "SELECT uid FROM expunged WHERE folder_id = ? AND modseq > ? ORDER BY uid", (folder_id, modseq))]
+        return out
+
+    def details(self, c: Any, folder_id: int, uids: Sequence[int], raw: bool, summary: bool) -> list[MessageDetail]:
+        summary = summary or raw
+        sql = _DETAIL_SQL[(summary, raw)]
+        out: list[MessageDetail] = []
+        dec = self._json_out
+        date_out = self._date_out
+        for chunk in _chunks(sorted(uids), _CHUNK):
+            rows = c.execute(sql, (folder_id, _ids(chunk))).fetchall()
+            for uid, fl, ms, idate, size, env, bs, data in rows:
+                if summary:
+                    env = None if env is None else dec(env)
+                    bs = None if bs is None else dec(bs)
+                if data is not None:
+                    data = bytes(data)
+                if summary and (env is None or bs is None):  # delivered without one: compute it now
+                    if data is None:
+                        got = c.execute("SELECT b.data FROM blob b JOIN message m ON m.blob_id = b.id "
+                                        "WHERE m.folder_id = ? AND m.uid = ?", (folder_id, uid)).fetchone()
+                        data = bytes(got[0]) if got is not None and got[0] is not None else b""
+                    env, bs = summarize(data)
+                    if not raw:
+                        data = None
+                d = date_out(idate)
+                d = d if d.tzinfo else d.replace(tzinfo=_UTC)
+                out.append(MessageDetail(uid, _flags(fl), ms, d, size, env, bs, data))
+        return out
+
+    @staticmethod
+    def status(c: Any, folder_id: int) -> FolderStatus:
+        # Flags are canonical, space-separated; keywords cannot contain a backslash (RFC 3501 atom).
+        r = c.execute("SELECT count(*), "
+                      "coalesce(sum(instr(' ' || flags || ' ', ' \\Seen ') = 0), 0), "
+                      "coalesce(sum(instr(' ' || flags || ' ', ' \\Deleted ') > 0), 0), "
+                      "coalesce(sum(size), 0) FROM message WHERE folder_id = ?", (folder_id,)).fetchone()
+        return FolderStatus(int(r[0]), int(r[1]), int(r[2]), int(r[3]))
+
+    # --- writes (inside the writer's transaction; StoreError only before the first write) ----------
+    @staticmethod
+    def _exists(c: Any, folder_id: int) -> None:
+        if c.execute("SELECT 1 FROM folder WHERE id = ?", (folder_id,)).fetchone() is None:
+            raise StoreError("mailbox no longer exists", "NONEXISTENT")
+
+    @staticmethod
+    def _bump(c: Any, folder_id: int) -> int:
+        rows = c.execute("UPDATE folder SET highestmodseq = highestmodseq + 1 WHERE id = ? RETURNING highestmodseq",
+                         (folder_id,)).fetchall()
+        if not rows:
+            raise StoreError("mailbox no longer exists", "NONEXISTENT")
+        return int(rows[0][0])
+
+    @staticmethod
+    def store_flags(c: Any, folder_id: int, uids: Sequence[int], mode: str, want: frozenset[str],
+                    unchangedsince: int | None) -> StoreResult:
+        SqliteOps._exists(c, folder_id)
+        res = StoreResult([], [], [])
+        modseq = 0
+        newly_seen: list[int] = []
+        updates: list[tuple[str, int, int]] = []
+        for chunk in _chunks(sorted(uids), _CHUNK):
+            rows = c.execute("SELECT id, uid, flags, modseq FROM message WHERE folder_id = ? AND uid IN (SELECT value FROM json_each(?))",
+                             (folder_id, _ids(chunk))).fetchall()
+            for mid, uid, fl, ms in rows:
+                old = set(_flags(fl))
+                if unchangedsince is not None and ms > unchangedsince:
+                    res.modified.append(uid)  # RFC 7162 §3.1.3
+                    continue
+                new = old | want if mode == "+" else old - want if mode == "-" else set(want)
+                if new == old:
+                    continue
+                if not modseq:
+                    modseq = SqliteOps._bump(c, folder_id)  # one new MODSEQ for this command
+                nf = tuple(sorted(new))
+                updates.append((" ".join(nf), modseq, mid))
+                res.changed.append(MessageMeta(uid, nf, modseq))
+                if "\\Seen" in new and "\\Seen" not in old:
+                    newly_seen.append(uid)
+        if updates:
+            c.executemany("UPDATE message SET flags = ?, modseq = ? WHERE id = ?", updates)
+        if newly_seen:
+            res.first_seen = SqliteOps._receipts(c, folder_id, newly_seen)
+        res.changed.sort(key=lambda m: m.uid)
+        res.modified.sort()
+        return res
+
+    @staticmethod
+    def _receipts(c: Any, folder_id: int, uids: list[int]) -> list[tuple[int, str | None, str]]:
+        out: list[tuple[int, str | None, str]] = []
+        for chunk in _chunks(uids, 200):
+            rows = c.execute("SELECT m.uid, m.message_id, substr(b.data, 1, 16384) FROM message m "
+                             "JOIN blob b ON b.id = m.blob_id WHERE m.folder_id = ? AND m.uid IN (SELECT value FROM json_each(?))",
+                             (folder_id, _ids(chunk))).fetchall()
+            for uid, mid, head in rows:
+                h = bytes(head or b"")
+                end = h.find(b"\r\n\r\n")
+                h = h if end < 0 else h[:end]
+                m = _DNT.search(h.replace(b"\r\n", b"\n"))
+                if m:
+                    out.append((uid, mid, m.group(1).strip().decode("utf-8", "replace")))
+        return out
+
+    def append(self, c: Any, folder_id: int, raw: bytes, digest: str, flags: str, internaldate: dt.datetime,
+               message_id: str | None, env: Any, bs: Any) -> tuple[int, int]:
+        self._exists(c, folder_id)
+        rows = c.execute("INSERT INTO blob (sha256, size, data) VALUES (?, ?, ?) ON CONFLICT (sha256) DO NOTHING "
+                         "RETURNING id", (digest, len(raw), raw)).fetchall()
+        if rows:
+            blob_id = rows[0][0]
+        else:  # content-addressed: the same message is stored once
+            blob_id = c.execute("SELECT id FROM blob WHERE sha256 = ?", (digest,)).fetchone()[0]
+        uidnext, modseq = c.execute("UPDATE folder SET uidnext = uidnext + 1, highestmodseq = highestmodseq + 1 "
+                                    "WHERE id = ? RETURNING uidnext, highestmodseq", (folder_id,)).fetchall()[0]
+        uid = uidnext - 1
+        c.execute("INSERT INTO message (folder_id, uid, blob_id, flags, modseq, internaldate, size, message_id, "
+                  "envelope, bodystructure) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                  (folder_id, uid, blob_id, flags, modseq, self._date_in(internaldate), len(raw), message_id,
+                   self._json_in(env), self._json_in(bs)))
+        return uid, modseq
+
+    def expunge(self, c: Any, folder_id: int, uids: Sequence[int] | None, events: Any) -> tuple[list[int], int]:
+        self._exists(c, folder_id)
+        rows = c.execute("SELECT id, uid, flags FROM message WHERE folder_id = ? AND flags LIKE '%Deleted%'",
+                         (folder_id,)).fetchall()
+        allowed = None if uids is None else set(uids)
+        gone = [(i, u) for i, u, f in rows if "\\Deleted" in _flags(f) and (allowed is None or u in allowed)]
+        if not gone:
+            return [], 0
+        modseq = self._bump(c, folder_id)
+        for chunk in _chunks([i for i, _u in gone], _CHUNK):
+            c.execute("DELETE FROM message WHERE id IN (SELECT value FROM json_each(?))", (_ids(chunk),))
+        c.executemany("INSERT INTO expunged (folder_id, uid, modseq) VALUES (?, ?, ?)",
+                      [(folder_id, u, modseq) for _i, u in gone])
+        done = sorted(u for _i, u in gone)
+        if events is not None:
+            self.add_events(c, list(events(done)))
+        return done, modseq
+
+    def add_events(self, c: Any, events: Sequence[Any]) -> None:
+        """Audit events (mssante.store.models.AuditEvent objects, never flushed by an ORM session)."""
+        c.executemany("INSERT INTO audit_event (at, action, actor, outcome, details) VALUES (?, ?, ?, ?, ?)",
+                      [(self._at_in(ev.at or utcnow()), ev.action, ev.actor if ev.actor is not None else "",
+                        ev.outcome if ev.outcome is not None else "ok", self._details_in(ev.details))
+                       for ev in events])
+
+
+__all__ = ["SqliteOps"]
