@@ -102,6 +102,7 @@ class GatewaySession(Session):
         self.tls_cipher: str | None = None
         self.peer_cert: Any = None  # cryptography x509.Certificate
         self.cert_decision: Any = None  # pki.validation.Decision (MTA)
+        self.peer_dn: str | None = None  # the peer certificate's subject (RFC 4514), once computed
         self.identity: Identity | None = None  # submission, after AUTH
 
 
@@ -334,10 +335,11 @@ class GatewaySMTP(SMTP):
         elif self.authenticator is not None and self.auth_mechanisms:
             mechs = [m for m in self.auth_mechanisms if m != "EXTERNAL" or session.peer_cert is not None]
             lines.append("AUTH " + " ".join(mechs))
+        # One write for the whole multi-line reply: one TLS record and one send() instead of seven.
+        reply = "\r\n".join(f"250{'-' if i < len(lines) - 1 else ' '}{line}" for i, line in enumerate(lines))
         self._in_ehlo = True
         try:
-            for i, line in enumerate(lines):
-                await self.push(f"250{'-' if i < len(lines) - 1 else ' '}{line}")
+            await self.push(reply)
         finally:
             self._in_ehlo = False
 
