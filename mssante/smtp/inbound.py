@@ -14,6 +14,7 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
+from mssante.smtp.certcache import cert_cache_for
 from mssante.smtp.delivery import Acceptance, accept, local_mailbox
 from mssante.smtp.envelope import Transaction, domain_of
 from mssante.smtp.message import MessageFormatError, message_id_of, received_header, split_message
@@ -35,11 +36,24 @@ class InboundPolicy:
 
         s = conn.gsession
         if s.peer_cert is not None and self.services.validator is not None:
-            s.cert_decision = self.services.validator.validate(s.peer_cert, Role.TLS_CLIENT, self.services.now())
+            # Per connection; pki's decision is reused for the same certificate while provably unchanged
+            # (same validator and CRLs, within the path's and the CRLs' validity): see certcache.
+            s.cert_decision = cert_cache_for(self.services).validate(
+                self.services.validator, s.peer_cert, Role.TLS_CLIENT, self.services.now())
+
+    @staticmethod
+    def _peer_dn(conn: GatewaySMTP) -> str:
+        """The peer certificate's subject DN (RFC 4514), computed once per connection."""
+        s = conn.gsession
+        if s.peer_cert is None:
+            return ""
+        dn = s.peer_dn
+        if dn is None:
+            dn = s.peer_dn = s.peer_cert.subject.rfc4514_string()
+        return dn
 
     async def _refuse(self, conn: GatewaySMTP, tx: Transaction, reason: str, reply: str) -> None:
-        s = conn.gsession
-        dn = s.peer_cert.subject.rfc4514_string() if s.peer_cert is not None else ""
+        dn = self._peer_dn(conn)
         await self.audit.record("smtp.mta.refuse", dn, "refused", mail_from=tx.mail.address, reason=reason,
                                 peer=conn.peer_ip)
         if self.services.metrics is not None:
@@ -75,7 +89,7 @@ class InboundPolicy:
             await self._refuse(conn, tx, str(decision.reason.value),
                                f"550 5.7.1 Certificate DN not listed in the liste blanche for this sender domain "
                                f"({decision.reason.value})")
-        tx.actor = s.peer_cert.subject.rfc4514_string()
+        tx.actor = self._peer_dn(conn)
         return "250 2.1.0 Sender OK"
 
     async def rcpt(self, conn: GatewaySMTP, tx: Transaction, index: int) -> str:

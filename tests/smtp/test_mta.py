@@ -212,3 +212,25 @@ async def test_delivery_wakes_imap_sessions_of_this_process(ops: dict[str, Opera
     await c.sendmail("sec@op-b.test", ["dr.martin@op-a.test"], message("sec@op-b.test", "dr.martin@op-a.test"))
     await c.quit()
     assert seen == [inbox_id]
+
+
+async def test_cached_certificate_decision_follows_a_refreshed_crl(ops: dict[str, Operator], space: Space) -> None:
+    """The per-fingerprint cache of pki decisions: a second connection reuses it, a new CRL in the same
+    validator's store (a refresh that revokes the certificate) is seen at the next connection."""
+    from mssante.smtp.certcache import cert_cache_for
+
+    a, b = ops["a"], ops["b"]
+    for _ in range(2):
+        c = await mta_client(a, space, b.serv)
+        await c.mail("sec@op-b.test")
+        await c.quit()
+    cache = cert_cache_for(a.services)
+    assert cache.hits >= 1
+    space.pki.revoke(b.serv.serial, "keyCompromise", utcnow())
+    for path in space.pki.write_crls(utcnow()):
+        a.services.validator.crls.load_file(path)  # the same Validator object, a refreshed CRL store
+    c = await mta_client(a, space, b.serv)
+    with pytest.raises(aiosmtplib.SMTPSenderRefused) as e:
+        await c.mail("sec@op-b.test")
+    assert e.value.code == 550 and "REVOKED" in e.value.message
+    await c.quit()

@@ -96,3 +96,76 @@ def test_enhanced_codes_added() -> None:
     assert with_enhanced("503 Error: need RCPT command") == "503 5.5.1 need RCPT command"
     assert with_enhanced("250 2.1.0 OK") == "250 2.1.0 OK"
     assert with_enhanced("354 End data") == "354 End data"
+
+
+class _Entry:
+    def __init__(self, next_update: dt.datetime) -> None:
+        self.next_update = next_update
+
+
+class _Store:
+    def __init__(self, entries: list[_Entry]) -> None:
+        self.list = entries
+
+    def entries(self) -> list[_Entry]:
+        return list(self.list)
+
+
+class _Cert:
+    def __init__(self, der: bytes, not_after: dt.datetime) -> None:
+        self.der, self.not_valid_after_utc = der, not_after
+
+    def public_bytes(self, _encoding: object) -> bytes:
+        return self.der
+
+
+class _Decision:
+    def __init__(self, ok: bool, chain: tuple[_Cert, ...]) -> None:
+        self.ok, self.chain = ok, chain
+
+
+class _Validator:
+    def __init__(self, store: _Store, ok: bool = True) -> None:
+        self.crls, self.ocsp, self.ok, self.calls = store, None, ok, 0
+
+    def validate(self, cert: _Cert, role: str, now: dt.datetime) -> _Decision:
+        self.calls += 1
+        return _Decision(self.ok, (cert,))
+
+
+def test_cert_decision_cache_bounds() -> None:
+    from mssante.smtp.certcache import CertDecisionCache
+
+    t0 = dt.datetime(2026, 12, 4, 12, 0, tzinfo=dt.timezone.utc)
+    store = _Store([_Entry(t0 + dt.timedelta(minutes=30))])
+    v = _Validator(store)
+    cert = _Cert(b"leaf", t0 + dt.timedelta(days=300))
+    cache = CertDecisionCache(max_age=600)
+    for minutes in (0, 1, 9):
+        assert cache.validate(v, cert, "TLS_CLIENT", t0 + dt.timedelta(minutes=minutes)).ok
+    assert v.calls == 1  # cached within max_age
+    cache.validate(v, cert, "TLS_CLIENT", t0 + dt.timedelta(minutes=11))
+    assert v.calls == 2  # max_age passed
+    cache.validate(v, cert, "TLS_CLIENT", t0 + dt.timedelta(minutes=10))
+    assert v.calls == 3  # the clock went back: not trusted
+    store.list = [_Entry(t0 + dt.timedelta(minutes=30))]  # a refreshed CRL (another entry object)
+    cache.validate(v, cert, "TLS_CLIENT", t0 + dt.timedelta(minutes=10))
+    assert v.calls == 4
+    cache.validate(v, cert, "TLS_CLIENT", t0 + dt.timedelta(minutes=29))
+    assert v.calls == 5  # 10 + max_age would be 20: re-checked
+    cache.validate(v, cert, "TLS_CLIENT", t0 + dt.timedelta(minutes=31))
+    assert v.calls == 6  # past the CRL's nextUpdate: never cached beyond it
+    cache.validate(v, cert, "TLS_CLIENT", t0 + dt.timedelta(minutes=32))
+    assert v.calls == 7
+    other = _Validator(store)
+    cache.validate(other, cert, "TLS_CLIENT", t0 + dt.timedelta(minutes=32))
+    assert other.calls == 1  # another validator (reloaded configuration): not shared
+    bad = _Validator(store, ok=False)
+    for _ in range(2):
+        assert not cache.validate(bad, _Cert(b"bad", t0 + dt.timedelta(days=1)), "TLS_CLIENT", t0).ok
+    assert bad.calls == 2  # refusals are never cached
+    v.ocsp = object()
+    calls = v.calls
+    cache.validate(v, cert, "TLS_CLIENT", t0 + dt.timedelta(minutes=1))
+    cache.validate(v, cert, "TLS_CLIENT", t0 + dt.timedelta(minutes=1))
+    assert v.calls == calls + 2  # OCSP configured: no caching
