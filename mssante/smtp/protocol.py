@@ -53,6 +53,60 @@ class Limits:
                    smtp.bad_command_limit, smtp.command_timeout, smtp.data_timeout)
 
 
+_DATA_CHUNK = 64 * 1024  # StreamReader bound while reading DATA (it pauses the transport at twice that)
+
+
+class _DataLines:
+    """The DATA rules, line by line (the reference the fast path of _read_data falls back on)."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.max_line = limits.max_line_length + 1  # the transparency dot (RFC 5321 §4.5.2)
+        self.max_size = limits.max_message_size
+        self.max_header = limits.max_header_size
+        self.parts: list[bytes] = []
+        self.size = 0
+        self.header_size = 0
+        self.in_header = True
+        self.problem: str | None = None
+
+    def feed(self, data: bytes) -> bytes:
+        """Every complete line of `data` (not the end-of-data line); returns the incomplete rest."""
+        lines = data.split(b"\n")
+        for line in lines[:-1]:
+            self.line(line + b"\n")
+        return lines[-1]
+
+    def too_long(self) -> None:
+        self.problem = self.problem or replies.LINE_TOO_LONG
+        self.parts = []
+
+    def line(self, line: bytes) -> None:
+        # RFC 5321 §2.3.8: CR and LF only as CRLF. A bare LF or CR can hide a second end-of-data
+        # for a downstream server ("SMTP smuggling"): refuse the whole message.
+        problem = self.problem
+        if len(line) < 2 or line[-2] != 13 or b"\r" in line[:-2]:
+            problem = problem or replies.BARE_CR_LF
+        if len(line) > self.max_line:
+            problem = problem or replies.LINE_TOO_LONG
+        if line[:1] == b".":
+            line = line[1:]
+        self.size += len(line)
+        if self.in_header:
+            if line == b"\r\n":
+                self.in_header = False
+            else:
+                self.header_size += len(line)
+                if self.header_size > self.max_header:
+                    problem = problem or replies.HEADER_TOO_BIG
+        if self.size > self.max_size:
+            problem = problem or replies.TOO_BIG
+        self.problem = problem
+        if problem is None:
+            self.parts.append(line)
+        elif self.parts:
+            self.parts = []
+
+
 class PeerTracker:
     """Per-address connection concurrency and rate (pure: `now` in seconds is a parameter)."""
 
@@ -471,53 +525,88 @@ class GatewaySMTP(SMTP):
         await self.push(reply)
 
     async def _read_data(self) -> tuple[bytes, str | None]:
-        """Read up to CRLF.CRLF; returns (message, None) or (b"", refusal) once the terminator is read."""
+        """Read up to CRLF.CRLF; returns (message, None) or (b"", refusal) once the terminator is read.
+
+        Fast path: the data is read in chunks ending at ".CRLF" (not line by line) and checked as a whole
+        (bare CR/LF, line length, header size, size: bytes.count/split/find, in C); whenever it finds a
+        problem, or the data grows past the size limit, the line-by-line `_DataLines` (the reference
+        rules) decides, so the reply is exactly the one the line reader gives. End of data is a line
+        "." alone, i.e. ".CRLF" at the start of the data or after an LF, as for the line reader.
+        """
         reader = self._reader
-        parts: list[bytes] = []
-        size = 0
-        header_size = 0
-        in_header = True
-        problem: str | None = None
-        max_line = self.limits.max_line_length + 1  # the transparency dot (RFC 5321 §4.5.2)
-        max_size = self.limits.max_message_size
-        max_header = self.limits.max_header_size
+        limits = self.limits
+        max_size = limits.max_message_size
+        saved_limit = reader._limit  # noqa: SLF001 (the StreamReader's buffer bound; restored below)
+        reader._limit = max(saved_limit, _DATA_CHUNK)  # noqa: SLF001
+        chunks: list[bytes] = []
+        total = 0
+        at_line_start = True
+        try:
+            while True:
+                try:
+                    chunk = await reader.readuntil(b".\r\n")
+                except asyncio.LimitOverrunError as e:
+                    chunk = await reader.readexactly(e.consumed)  # holds no ".CRLF" (or ends just before it)
+                    ending = False
+                except asyncio.IncompleteReadError:
+                    raise ConnectionResetError("connection closed during DATA") from None
+                else:
+                    ending = (len(chunk) == 3 and at_line_start) or chunk[-4:-3] == b"\n"
+                chunks.append(chunk)
+                total += len(chunk)
+                if ending:
+                    break
+                at_line_start = chunk[-1:] == b"\n"
+                if total > max_size:
+                    # Too big for the fast path (and probably for us): the line reader takes over.
+                    reader._limit = saved_limit  # noqa: SLF001
+                    return await self._read_data_lines(b"".join(chunks))
+        finally:
+            reader._limit = saved_limit  # noqa: SLF001
+        blob = b"".join(chunks)[:-3]  # without the final ".CRLF"
+        nl = blob.count(b"\n")
+        crlf = blob.count(b"\r\n")
+        ok = nl == crlf and blob.count(b"\r") == crlf
+        if ok and blob:
+            ok = max(map(len, blob.split(b"\n"))) + 1 <= limits.max_line_length + 1
+        data = blob.replace(b"\r\n.", b"\r\n")
+        if data[:1] == b".":
+            data = data[1:]
+        if ok:
+            if data[:2] == b"\r\n":
+                header_size = 0
+            else:
+                i = data.find(b"\n\r\n")
+                header_size = i + 1 if i >= 0 else len(data)
+            ok = header_size <= limits.max_header_size and len(data) <= max_size
+        if ok:
+            return data, None
+        state = _DataLines(limits)
+        state.feed(blob)
+        return b"", state.problem or replies.TEMPFAIL.format(ref="data")
+
+    async def _read_data_lines(self, head: bytes) -> tuple[bytes, str | None]:
+        """The line-by-line DATA reader, after `head` (already read, not yet at the end of data)."""
+        state = _DataLines(self.limits)
+        pending = state.feed(head)  # an incomplete last line of `head`
+        reader = self._reader
         while True:
             try:
-                line = await reader.readuntil(b"\n")
+                line = pending + await reader.readuntil(b"\n")
             except asyncio.LimitOverrunError as e:
                 await reader.readexactly(e.consumed)
-                problem = problem or replies.LINE_TOO_LONG
-                parts = []
+                state.too_long()
+                pending = b""
                 continue
             except asyncio.IncompleteReadError:
                 raise ConnectionResetError("connection closed during DATA") from None
+            pending = b""
             if line == b".\r\n":
                 break
-            # RFC 5321 §2.3.8: CR and LF only as CRLF. A bare LF or CR can hide a second end-of-data
-            # for a downstream server ("SMTP smuggling"): refuse the whole message.
-            if len(line) < 2 or line[-2] != 13 or b"\r" in line[:-2]:
-                problem = problem or replies.BARE_CR_LF
-            if len(line) > max_line:
-                problem = problem or replies.LINE_TOO_LONG
-            if line[:1] == b".":
-                line = line[1:]
-            size += len(line)
-            if in_header:
-                if line == b"\r\n":
-                    in_header = False
-                else:
-                    header_size += len(line)
-                    if header_size > max_header:
-                        problem = problem or replies.HEADER_TOO_BIG
-            if size > max_size:
-                problem = problem or replies.TOO_BIG
-            if problem is None:
-                parts.append(line)
-            elif parts:
-                parts = []
-        if problem is not None:
-            return b"", problem
-        return b"".join(parts), None
+            state.line(line)
+        if state.problem is not None:
+            return b"", state.problem
+        return b"".join(state.parts), None
 
     async def smtp_AUTH(self, arg: str) -> None:  # noqa: N802 (aiosmtpd dispatch)
         session = self.gsession
