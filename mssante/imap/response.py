@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -11,6 +12,7 @@ from mssante.imap import mutf7
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 _QUOTED_OK = frozenset(range(0x20, 0x7F)) - {ord('"'), ord("\\")}
+_QUOTABLE = re.compile(rb'[\x20\x21\x23-\x5b\x5d-\x7e]*\Z')  # exactly the bytes of _QUOTED_OK
 
 
 def string(v: str | bytes | None) -> bytes:
@@ -18,7 +20,7 @@ def string(v: str | bytes | None) -> bytes:
     if v is None:
         return b"NIL"
     b = v.encode("utf-8") if isinstance(v, str) else v
-    if len(b) < 200 and all(c in _QUOTED_OK for c in b):
+    if len(b) < 200 and _QUOTABLE.match(b):
         return b'"' + b + b'"'
     if b"\x00" in b:
         b = b.replace(b"\x00", b"")
@@ -35,7 +37,7 @@ def literal8(b: bytes) -> bytes:
 
 def quoted_always(v: str) -> bytes:
     b = v.encode("utf-8")
-    if all(c in _QUOTED_OK for c in b):
+    if _QUOTABLE.match(b):
         return b'"' + b + b'"'
     return literal(b)
 
