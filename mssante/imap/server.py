@@ -27,6 +27,7 @@ from mssante.imap.store import SqlStorage
 log = logging.getLogger("mssante.imap.server")
 
 _READ_PAUSE = 256 * 1024  # unconsumed input beyond what a pending literal needs
+_OUT_FLUSH = 64 * 1024  # buffered output written at once beyond this
 
 
 class ImapConnection(asyncio.Protocol):
@@ -50,6 +51,11 @@ class ImapConnection(asyncio.Protocol):
         self._read_paused = False
         self._task: asyncio.Task[None] | None = None
         self._lingering = False
+        # Output is coalesced: a command's responses leave in one TLS record and one send() (at
+        # drain(), at the end of the current loop iteration, or beyond _OUT_FLUSH bytes).
+        self._obuf: list[bytes] = []
+        self._olen = 0
+        self._oflush: asyncio.Handle | None = None
 
     # --- asyncio.Protocol -----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -189,6 +195,24 @@ class ImapConnection(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         if self._closed or self.transport is None or self.transport.is_closing():
             return
+        self._obuf.append(data)
+        self._olen += len(data)
+        if self._olen >= _OUT_FLUSH:
+            self._flush_out()
+        elif self._oflush is None:
+            self._oflush = asyncio.get_running_loop().call_soon(self._flush_out)
+
+    def _flush_out(self) -> None:
+        if self._oflush is not None:
+            self._oflush.cancel()
+            self._oflush = None
+        if not self._obuf:
+            return
+        data = self._obuf[0] if len(self._obuf) == 1 else b"".join(self._obuf)
+        self._obuf = []
+        self._olen = 0
+        if self._closed or self.transport is None or self.transport.is_closing():
+            return
         if self._ssl is not None:
             try:
                 self._ssl.write(data)
@@ -200,6 +224,7 @@ class ImapConnection(asyncio.Protocol):
             self.transport.write(data)
 
     async def drain(self) -> None:
+        self._flush_out()
         fut = self._write_paused
         if fut is None:
             return
@@ -280,6 +305,7 @@ class ImapConnection(asyncio.Protocol):
                 return None
 
     def close(self) -> None:
+        self._flush_out()
         t = self.transport
         if t is not None and not t.is_closing() and not self._lingering:
             if self._ssl is not None and self.tls:
@@ -395,12 +421,19 @@ async def start_imap(services: Any, *, host: str, port: int, implicit_tls: bool,
     if implicit_tls and ssl_context is None:
         raise ValueError("implicit TLS needs an ssl_context")
     storage = SqlStorage(services.sessions, published=notifier.publish)
+    settings = settings or settings_from(services)
+    from mssante.auth.service import Authenticator
+
+    if isinstance(auth, Authenticator) and settings.login_cache_seconds > 0:
+        from mssante.imap.authcache import LoginCache
+
+        auth = LoginCache(auth, storage.login_row, ttl=settings.login_cache_seconds)
     ctx = ServerContext(
         storage=storage,
         audit_batch=AuditBatcher(storage, services.audit) if services.audit is not None else None,
         authenticator=auth,
         notifier=notifier,
-        settings=settings or settings_from(services),
+        settings=settings,
         audit=services.audit,
         now=services.now,
         on_read_receipt=on_read_receipt,

@@ -44,6 +44,8 @@ class ImapSettings:
     # writers that do not publish to the notifier (another process on SQLite) are seen this late.
     poll_interval: float = 2.0
     idle_poll_interval: float = 60.0  # the same while in IDLE (10,000 idlers: ~170 cheap queries/s)
+    # A successful password login is remembered this long (mssante.imap.authcache; 0: never).
+    login_cache_seconds: float = 60.0
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, a
 
 from mssante.imap.mime import summarize
 from mssante.store.mail import NOTIFY_CHANNEL, allocate_uid, store_blob
-from mssante.store.models import Blob, Expunged, Folder, Message
+from mssante.store.models import Blob, Expunged, Folder, Mailbox, Message
 
 SYSTEM_FLAGS = ("\\Answered", "\\Deleted", "\\Draft", "\\Flagged", "\\Seen")
 DELIMITER = "/"
@@ -698,6 +698,15 @@ class SqlStorage:
                                 .values(subscribed=subscribed))
             if not r.rowcount:  # type: ignore[attr-defined]
                 raise StoreError("no such mailbox", "NONEXISTENT")
+
+    async def login_row(self, address: str) -> tuple[str | None, bool] | None:
+        """(password_hash, enabled) of the mailbox with this (lower-case) address, for LoginCache."""
+        if self._fast is not None:
+            return cast("tuple[str | None, bool] | None", await self._fast.read(self._ops.login_row, address))
+        async with self._read() as s:
+            r = (await s.execute(select(Mailbox.password_hash, Mailbox.enabled)
+                                 .where(Mailbox.address == address))).first()
+        return None if r is None else (r[0], bool(r[1]))
 
     async def status(self, folder_id: int) -> FolderStatus:
         if self._fast is not None:

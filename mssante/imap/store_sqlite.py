@@ -149,6 +149,11 @@ class SqliteOps:
         return out
 
     @staticmethod
+    def login_row(c: Any, address: str) -> tuple[str | None, bool] | None:
+        r = c.execute("SELECT password_hash, enabled FROM mailbox WHERE address = ?", (address,)).fetchone()
+        return None if r is None else (r[0], bool(r[1]))
+
+    @staticmethod
     def status(c: Any, folder_id: int) -> FolderStatus:
         # Flags are canonical, space-separated; keywords cannot contain a backslash (RFC 3501 atom).
         r = c.execute("SELECT count(*), "
