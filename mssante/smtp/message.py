@@ -102,9 +102,12 @@ def received_header(*, from_helo: str, peer_ip: str, by_host: str, protocol: str
     return text.encode("utf-8")
 
 
+_COMMENT_UNSAFE = str.maketrans("", "", "\r\n()\\")
+
+
 def _clean(s: str) -> str:
     # A comment cannot hold CR/LF or unbalanced parentheses.
-    return "".join(c for c in s if c not in "\r\n()\\")[:300]
+    return s.translate(_COMMENT_UNSAFE)[:300]
 
 
 def prepare_submission(raw: bytes, *, now: dt.datetime, domain: str) -> tuple[bytes, str]:
