@@ -45,6 +45,7 @@ _BLOB = cast(Table, Blob.__table__)
 _FOLDER = cast(Table, Folder.__table__)
 _MESSAGE = cast(Table, Message.__table__)
 _AUDIT = cast(Table, AuditEvent.__table__)
+_PG_NOTIFY_MANY = text("SELECT pg_notify(:ch, p) FROM unnest(CAST(:payloads AS text[])) AS p")
 
 T = TypeVar("T")
 
@@ -99,16 +100,15 @@ async def deliver_many(session: AsyncSession, items: Sequence[LocalDelivery],
     next_modseq: dict[int, int] = {}
     folder_of: dict[int, int] = {}
     if dialect == "postgresql":
+        # Found and locked in one statement, in id order: concurrent batches never deadlock on folder rows.
         folder_of = {int(m): int(f) for m, f in (await conn.execute(
             select(_FOLDER.c.mailbox_id, _FOLDER.c.id).where(
-                _FOLDER.c.mailbox_id.in_(sorted(box_counts)), _FOLDER.c.name == folder))).all()}
+                _FOLDER.c.mailbox_id.in_(sorted(box_counts)), _FOLDER.c.name == folder)
+            .order_by(_FOLDER.c.id).with_for_update())).all()}
         missing = [b for b in sorted(box_counts) if b not in folder_of]
         if missing:
             raise MailboxError(f"mailbox {missing[0]} has no folder {folder!r}")
         counts = Counter({folder_of[b]: c for b, c in box_counts.items()})
-        # Lock in id order: concurrent batches never deadlock on folder rows.
-        await conn.execute(select(_FOLDER.c.id).where(_FOLDER.c.id.in_(sorted(counts))).order_by(_FOLDER.c.id)
-                           .with_for_update())
         for f, c in counts.items():
             by_count.setdefault(c, []).append(f)
         for c, fids in by_count.items():
@@ -155,9 +155,9 @@ async def deliver_many(session: AsyncSession, items: Sequence[LocalDelivery],
         await conn.execute(_AUDIT.insert(), [
             {"at": e.at, "action": e.action, "actor": e.actor, "outcome": e.outcome, "details": e.details}
             for e in events])
-    if dialect == "postgresql":
-        for f in sorted(set(folder_of.values())):
-            await conn.execute(text("SELECT pg_notify(:ch, :payload)"), {"ch": NOTIFY_CHANNEL, "payload": str(f)})
+    if dialect == "postgresql":  # one notification per folder, sent by one statement
+        await conn.execute(_PG_NOTIFY_MANY, {"ch": NOTIFY_CHANNEL,
+                                             "payloads": [str(f) for f in sorted(set(folder_of.values()))]})
     return [sorted({folder_of[b] for b in it.mailbox_ids}) for it in items]
 
 

@@ -200,3 +200,39 @@ async def test_relayed_content_is_removed_unless_still_used(sessions) -> None:
         data = list((await s.scalars(select(Blob.data))).all())
         assert data == [b"Subject: shared\r\n\r\nx\r\n"]  # the mailbox copy keeps its content
         assert await s.scalar(select(func.count()).select_from(qstore.QueueMessage)) == 0
+
+
+async def test_batch_reuses_stored_content_and_notifies_each_folder(sessions, db_url: str) -> None:
+    """Content already stored (a second batch with the same message) is found again, not duplicated; on
+    PostgreSQL each delivered folder gets its pg_notify at commit (IMAP IDLE in other processes)."""
+    from mssante.store.groupcommit import LocalDelivery
+    from mssante.store.mail import NOTIFY_CHANNEL
+    from mssante.store.models import Blob
+
+    async with sessions() as s, s.begin():
+        boxes = [(await create_mailbox(s, f"n{i}@op-a.test", "PER")).id for i in range(3)]
+    got: list[str] = []
+    listener = None
+    if db_url.startswith("postgresql"):
+        import asyncpg
+
+        listener = await asyncpg.connect(db_url.replace("postgresql+asyncpg", "postgresql"))
+        await listener.add_listener(NOTIFY_CHANNEL, lambda *a: got.append(a[3]))
+    gc = GroupCommitter(sessions, max_batch=64)
+    same = b"Subject: again\r\n\r\nsame body\r\n"
+    first = await gc.submit(LocalDelivery(same, boxes[:2], T0, "<a@x>"))
+    again = await asyncio.gather(gc.submit(LocalDelivery(same, boxes[1:], T0, "<a@x>")),
+                                 gc.submit(LocalDelivery(b"Subject: other\r\n\r\nz\r\n", [boxes[0]], T0)))
+    await gc.close()
+    assert len(first) == 2 and len(again[0]) == 2 and len(again[1]) == 1
+    async with sessions() as s:
+        assert await s.scalar(select(func.count()).select_from(Blob)) == 2
+        assert await s.scalar(select(func.count()).select_from(Message)) == 5
+    if listener is not None:
+        for _ in range(50):
+            if len(got) >= 5:
+                break
+            await asyncio.sleep(0.05)
+        await listener.close()
+        folders = sorted({f for r in (first, *again) for f in r})
+        assert set(got) == {str(f) for f in folders} and len(got) == 5  # first: 2 folders, then 3
