@@ -23,7 +23,7 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -144,6 +144,77 @@ async def transition(
     session.add(YStateChange(leg_id=leg_id, from_state=previous, to_state=target, at=now, reason=reason[:500]))
     await _queue_zam(session, leg_id, int(delivery_id), target, now, error)
     return Outcome.APPLIED
+
+
+@dataclass(frozen=True)
+class Change:
+    """One transition for `apply_many`: the leg as read in the caller's transaction and its target."""
+
+    leg_id: int
+    kind: str
+    current: str
+    delivery_id: int
+    target: str
+    reason: str = ""
+    error: ZamError | None = None
+
+
+async def apply_many(session: AsyncSession, changes: list[Change], *, now: dt.datetime) -> list[int]:
+    """`transition` for many legs with a fixed number of statements (the worker's batches): one
+    conditional UPDATE … RETURNING per (kind, target, error), the history rows, the ZAMs. Same rules:
+    only APPLIED outcomes write, the UPDATE is guarded by the allowed source states (a racing worker
+    applies it once). Returns the ids of the legs changed. The caller commits."""
+    todo = [c for c in changes if decide(c.kind, c.current, c.target) is Outcome.APPLIED]
+    groups: dict[tuple[str, str, str | None], list[Change]] = {}
+    for c in todo:
+        err = f"{c.error.code} {c.error.label}"[:1000] if c.error is not None else None
+        groups.setdefault((c.kind, c.target, err), []).append(c)
+    applied: set[int] = set()
+    for (kind, target, err), group in groups.items():
+        values: dict[str, Any] = {"state": target, "state_at": now, "lease_until": None}
+        if target in TERMINAL or target in (DELIVERED, SENT, QUEUED):
+            values["next_attempt_at"] = None
+        if err is not None:
+            values["last_error"] = err
+        ids = [c.leg_id for c in group]
+        for i in range(0, len(ids), 500):
+            rows = await session.execute(
+                update(YLeg).where(YLeg.id.in_(ids[i:i + 500]), YLeg.state.in_(sources_for(kind, target)))
+                .values(**values).returning(YLeg.id).execution_options(synchronize_session=False))
+            applied.update(int(r[0]) for r in rows)
+    done = [c for c in todo if c.leg_id in applied]
+    if not done:
+        return []
+    await session.execute(insert(YStateChange), [
+        {"leg_id": c.leg_id, "from_state": c.current, "to_state": c.target, "at": now, "reason": c.reason[:500]}
+        for c in done])
+    zams = [c for c in done if c.target in ZAM_FOR_STATE]
+    if zams:
+        flags = {int(i): (bool(r), bool(lec), str(ep or "")) for i, r, lec, ep in (await session.execute(
+            select(YDelivery.id, YDelivery.ack_reception, YDelivery.ack_lecture, YDelivery.ack_endpoint)
+            .where(YDelivery.id.in_(sorted({c.delivery_id for c in zams}))))).all()}
+        rows: list[dict[str, Any]] = []
+        for c in zams:
+            event, success, flag = ZAM_FOR_STATE[c.target]
+            f = flags.get(c.delivery_id)
+            if f is None or not f[0 if flag == "ack_reception" else 1] or not f[2]:
+                continue
+            error = c.error if c.error is not None or success else ZamError("906", "Autre erreur")
+            rows.append({
+                "delivery_id": c.delivery_id, "leg_id": c.leg_id, "event": event, "success": success,
+                "error_code": error.code[:40] if error and not success else "",
+                "error_label": error.label[:300] if error and not success else "",
+                "endpoint": f[2], "attempts": 0, "next_attempt_at": now, "created_at": now,
+            })
+        if rows:
+            dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+            stmt: Any
+            if dialect == "postgresql":
+                stmt = postgresql.insert(YAckOutbox).on_conflict_do_nothing(constraint="uq_y_ack_outbox_leg_event")
+            else:
+                stmt = sqlite.insert(YAckOutbox).on_conflict_do_nothing()
+            await session.execute(stmt, rows)
+    return [c.leg_id for c in done]
 
 
 async def _queue_zam(session: AsyncSession, leg_id: int, delivery_id: int, target: str, now: dt.datetime,

@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import email.parser
+import hashlib
 import email.policy
 import logging
 import secrets
@@ -36,11 +37,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, exists, select, update
+from sqlalchemy import and_, exists, insert, select, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mssante.dmp.api import DmpAccepted, DmpAction, DmpConnector, DmpRejected, DmpRequest, DmpTemporaryFailure
-from mssante.store.models import Blob, Folder, Mailbox, Message
+from mssante.store.models import AuditEvent, Blob, Folder, Mailbox, Message
 from mssante.y.ack import AckContext, ZamEvent, build_zam
 from mssante.y.ack import ZamError as WireZamError
 from mssante.y.models import LEG_DMP, LEG_MSS, YAckOutbox, YDelivery, YLeg, YMailCursor
@@ -55,7 +57,9 @@ from mssante.y.tracking import (
     READ,
     READ_ERROR,
     SENT,
+    Change,
     ZamError,
+    apply_many,
     aware,
     transition,
 )
@@ -313,48 +317,132 @@ class YWorker:
             return out
 
         prepared = await asyncio.to_thread(prepare_all)
-        handled = 0
         try:
             async with self.services.sessions() as s, s.begin():
-                for key in keys:
-                    handled += await self._submit_group(s, key, blobs[key[2]], prepared[key[2]], now)
-        except SenderUnavailable:
+                handled = await self._submit_batch(s, keys, prepared, now)
+        except Exception:  # noqa: BLE001 - one bad group must not block the others: each alone
+            log.warning("y worker: submission batch of %d failed; each leg message alone", len(keys), exc_info=True)
             handled = 0
             for key in keys:
                 try:
                     async with self.services.sessions() as s, s.begin():
-                        handled += await self._submit_group(s, key, blobs[key[2]], prepared[key[2]], now)
-                except SenderUnavailable as e:
-                    log.error("y delivery %s: %s", key[0], e)
-                    async with self.services.sessions() as s, s.begin():
-                        await s.execute(update(YLeg).where(
-                            YLeg.delivery_id == key[0], YLeg.message_id == key[1], YLeg.state == ACCEPTED
-                        ).values(next_attempt_at=now + dt.timedelta(seconds=SUBMIT_RETRY), last_error=str(e)[:500]))
+                        handled += await self._submit_batch(s, [key], prepared, now)
+                except Exception:  # noqa: BLE001 - stays accepted, retried next round
+                    log.exception("y delivery %s: submission failed", key[0])
         if handled:
             _relay_wakeup(self.services)
         return handled
 
-    async def _submit_group(self, s: AsyncSession, key: tuple[int, str, int], raw: bytes,
-                            prepared: tuple[bytes, Any, Any], now: dt.datetime) -> int:
-        delivery_id, message_id, _ = key
-        q = select(YLeg).where(YLeg.delivery_id == delivery_id, YLeg.message_id == message_id,
-                               YLeg.state == ACCEPTED).order_by(YLeg.id)
+    async def _submit_batch(self, s: AsyncSession, keys: Sequence[tuple[int, str, int]],
+                            prepared: dict[int, tuple[bytes, Any, Any]], now: dt.datetime) -> int:
+        """Submit leg messages in the caller's transaction with a fixed number of statements whatever the
+        batch size (the rules of `submit_as_app`; local deliveries through `deliver_many`, the relay queue
+        rows, the audit events, the transitions through `apply_many`). Returns the legs handled."""
+        from mssante.smtp.envelope import domain_of
+        from mssante.store.groupcommit import LocalDelivery, deliver_many
+        from mssante.store.queue import QUEUED as Q_QUEUED
+        from mssante.store.queue import QueueMessage, QueueRecipient
+        from mssante.store.queue import domain_of as queue_domain
+
+        q = (select(YLeg.id, YLeg.delivery_id, YLeg.message_id, YLeg.recipient)
+             .where(YLeg.kind == LEG_MSS, YLeg.state == ACCEPTED,
+                    tuple_(YLeg.delivery_id, YLeg.message_id).in_([(k[0], k[1]) for k in keys]))
+             .order_by(YLeg.id))
         if self._pg:
             q = q.with_for_update(skip_locked=True)
-        legs = list((await s.scalars(q)).all())
-        if not legs:
-            return 0  # another worker did it
-        delivery = await s.get(YDelivery, delivery_id)
-        assert delivery is not None
-        results = await submit_as_app(s, self.services, mailbox=delivery.sender_mailbox, raw=raw,
-                                      recipients=[leg.recipient for leg in legs], message_id=message_id, now=now,
-                                      prepared=prepared)
-        for leg in legs:
-            r = results[leg.recipient]
-            error = ZamError(r.reply[:3], r.reply[4:]) if r.state == FAILED else None
-            await transition(s, leg.id, r.state, now=now, reason=r.reply, error=error)
-            self.services.metrics.y_legs.labels(kind=LEG_MSS, state=r.state).inc()
-        return len(legs)
+        legs: dict[tuple[int, str], list[tuple[int, str]]] = {}
+        for leg_id, delivery_id, message_id, rcpt in (await s.execute(q)).all():
+            legs.setdefault((int(delivery_id), str(message_id)), []).append((int(leg_id), str(rcpt)))
+        work = [k for k in keys if (k[0], k[1]) in legs]  # the others: another worker did them
+        if not work:
+            return 0
+        senders = {int(i): str(m) for i, m in (await s.execute(
+            select(YDelivery.id, YDelivery.sender_mailbox).where(YDelivery.id.in_(sorted({k[0] for k in work}))))).all()}
+        open_apps = {str(a) for a, in (await s.execute(
+            select(Mailbox.address).where(Mailbox.address.in_(sorted({m.lower() for m in senders.values()})),
+                                          Mailbox.enabled.is_(True), Mailbox.kind == "APP"))).all()}
+        local_domains = self.services.config.all_local_domains
+        local_rcpts = sorted({r.lower() for k in work for _, r in legs[(k[0], k[1])]
+                              if domain_of(r.lower()) in local_domains})
+        boxes = {str(a): (int(i), bool(e)) for a, i, e in (await s.execute(
+            select(Mailbox.address, Mailbox.id, Mailbox.enabled).where(Mailbox.address.in_(local_rcpts))))
+            .all()} if local_rcpts else {}
+        trust = self.services.trust
+        local_items: list[LocalDelivery] = []
+        queued: list[tuple[tuple[int, str, int], str, list[str]]] = []  # key, sender, remote recipients
+        events: list[dict[str, Any]] = []
+        changes: list[Change] = []
+        for key in work:
+            delivery_id, message_id, _ = key
+            sender = senders.get(delivery_id, "").lower()
+            group = legs[(delivery_id, message_id)]
+            if sender not in open_apps:
+                error = f"sender mailbox {sender} is not an open APP mailbox of this operator"
+                log.error("y delivery %s: %s", delivery_id, error)
+                await s.execute(update(YLeg).where(YLeg.id.in_([i for i, _ in group]), YLeg.state == ACCEPTED)
+                                .values(next_attempt_at=now + dt.timedelta(seconds=SUBMIT_RETRY), last_error=error[:500]))
+                continue
+            full, env, bs = prepared[key[2]]
+            results: dict[str, tuple[str, str]] = {}
+            local_ids: dict[str, int] = {}
+            remote: list[str] = []
+            for _, rcpt in group:
+                addr = rcpt.lower()
+                domain = domain_of(addr)
+                if domain in local_domains:
+                    box = boxes.get(addr)
+                    if box is None or not box[1]:
+                        results[rcpt] = (FAILED, "550 5.1.1 Mailbox unknown or closed")
+                        continue
+                    local_ids[rcpt] = box[0]
+                    results[rcpt] = (DELIVERED, "250 2.0.0 delivered")
+                elif trust is None or not trust.policy.submission(domain).accept:
+                    results[rcpt] = (FAILED, f"550 5.7.1 Recipient domain {domain} is not in the MSSante trust space")
+                else:
+                    remote.append(addr)
+                    results[rcpt] = (QUEUED, "250 2.0.0 queued")
+            if local_ids:
+                local_items.append(LocalDelivery(full, sorted(set(local_ids.values())), now, message_id, env, bs))
+            if remote:
+                queued.append((key, sender, remote))
+            ev = self.services.audit.event(
+                "smtp.y.accept", sender, "accepted" if local_ids or remote else "refused", mail_from=sender,
+                local=sorted(local_ids), remote=remote, refused=sorted(r for r, v in results.items() if v[0] == FAILED),
+                message_id=message_id, size=len(full))
+            events.append({"at": ev.at, "action": ev.action, "actor": ev.actor, "outcome": ev.outcome,
+                           "details": ev.details})
+            for leg_id, rcpt in group:
+                state, reply = results[rcpt]
+                error = ZamError(reply[:3], reply[4:]) if state == FAILED else None
+                changes.append(Change(leg_id, LEG_MSS, ACCEPTED, delivery_id, state, reply, error))
+        if local_items:
+            await deliver_many(s, local_items)
+        if queued:
+            # The rows of mssante.store.queue.enqueue (NOTIFY=SUCCESS,FAILURE,DELAY, ENVID, RET=HDRS), for
+            # every queued leg message at once.
+            raws = {hashlib.sha256(prepared[k[2]][0]).hexdigest(): prepared[k[2]][0] for k, _, _ in queued}
+            dialect = s.bind.dialect.name if s.bind is not None else "sqlite"
+            ins: Any = postgresql.insert(Blob) if dialect == "postgresql" else sqlite.insert(Blob)
+            await s.execute(ins.on_conflict_do_nothing(index_elements=["sha256"]),
+                            [{"sha256": d, "size": len(r), "data": r} for d, r in raws.items()])
+            blob_ids = {str(h): int(i) for i, h in (await s.execute(
+                select(Blob.id, Blob.sha256).where(Blob.sha256.in_(list(raws))))).all()}
+            qids = [int(r[0]) for r in (await s.execute(
+                insert(QueueMessage).returning(QueueMessage.id, sort_by_parameter_order=True),
+                [{"blob_id": blob_ids[hashlib.sha256(prepared[k[2]][0]).hexdigest()], "mail_from": sender,
+                  "envid": envid_for(k[1]), "ret": "HDRS", "message_id": k[1], "size": len(prepared[k[2]][0]),
+                  "actor": sender[:500], "created_at": now} for k, sender, _ in queued])).all()]
+            await s.execute(insert(QueueRecipient), [
+                {"queue_message_id": qid, "rcpt": a, "domain": queue_domain(a), "orcpt": f"rfc822;{a}",
+                 "notify": NOTIFY_ALL, "status": Q_QUEUED, "attempts": 0, "next_attempt_at": now,
+                 "delay_notified": False}
+                for qid, (_, _, remote) in zip(qids, queued, strict=True) for a in remote])
+        if events:
+            await s.execute(insert(AuditEvent), events)
+        await apply_many(s, changes, now=now)
+        for c in changes:
+            self.services.metrics.y_legs.labels(kind=LEG_MSS, state=c.target).inc()
+        return len(changes)
 
     # --- 2. DMP legs ---------------------------------------------------------------------------------
     async def start_dmp(self, now: dt.datetime) -> int:
