@@ -7,7 +7,11 @@ sqlite3 connections owned by dedicated threads: one hand-off per operation, SQL 
 once (sqlite3's statement cache).
 
 - Reads run on a small pool of reader threads, each with its own connection, each operation in
-  one read transaction (a consistent WAL snapshot across its statements).
+  one read transaction (a consistent WAL snapshot across its statements). Reads known to be
+  small (a folder row, a few messages' metadata: tens of microseconds) run on the event loop's
+  own connection instead (`inline`): no hand-off at all. That connection never waits for a lock
+  (busy_timeout 0; WAL readers do not take one, except in rare recovery cases): if SQLite says
+  busy, the read is done on a reader thread instead.
 - Writes run on one writer thread with one connection, as a group commit: the thread takes the
   first queued operation, BEGIN IMMEDIATE, runs it and then every operation already queued (up to
   `max_batch`), each in its own SAVEPOINT (an operation that fails is rolled back alone), then
@@ -47,6 +51,7 @@ class SqliteRunner:
         self._writer: threading.Thread | None = None
         self._rpool: ThreadPoolExecutor | None = None
         self._local = threading.local()
+        self._inline: sqlite3.Connection | None = None
         self._conns: weakref.WeakSet[Any] = weakref.WeakSet()
         self._lock = threading.Lock()
         self._closed = False
@@ -71,10 +76,31 @@ class SqliteRunner:
             if c.in_transaction:
                 c.execute("COMMIT")
 
-    async def read(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """fn(connection, *args) on a reader thread, in one read transaction."""
+    def _inline_call(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        c = self._inline
+        if c is None:
+            c = self._connect()
+            c.execute("PRAGMA busy_timeout=0")
+            self._inline = c
+        c.execute("BEGIN")
+        try:
+            return fn(c, *args)
+        finally:
+            if c.in_transaction:
+                c.execute("COMMIT")
+
+    async def read(self, fn: Callable[..., Any], *args: Any, inline: bool = False) -> Any:
+        """fn(connection, *args) in one read transaction: on a reader thread, or with `inline` (for
+        reads bounded to a few rows) right here on the loop's own connection."""
         if self._closed:
             raise RuntimeError("storage closed")
+        if inline:
+            try:
+                return self._inline_call(fn, args)
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) and "busy" not in str(e):
+                    raise
+                log.debug("inline read busy; using a reader thread")
         if self._rpool is None:
             self._rpool = ThreadPoolExecutor(self._readers, thread_name_prefix="imap-sqlite-read")
         return await asyncio.get_running_loop().run_in_executor(self._rpool, self._read_call, fn, args)
@@ -188,6 +214,12 @@ class SqliteRunner:
             return
         self._closed = True
         self._wq.put(_STOP)
+        if self._inline is not None:
+            try:
+                self._inline.close()
+            except sqlite3.Error:
+                pass
+            self._inline = None
         if self._rpool is not None:
             self._rpool.shutdown(wait=False)
 

@@ -322,14 +322,14 @@ class SqlStorage:
 
     async def folders(self, mailbox_id: int) -> list[FolderInfo]:
         if self._fast is not None:
-            return cast(list[FolderInfo], await self._fast.read(self._ops.folders, mailbox_id))
+            return cast(list[FolderInfo], await self._fast.read(self._ops.folders, mailbox_id, inline=True))
         async with self._read() as s:
             rows = (await s.execute(select(*_FOLDER_COLS).where(Folder.mailbox_id == mailbox_id))).all()
         return sorted((_finfo(f) for f in rows), key=lambda f: (f.name != "INBOX", f.name))
 
     async def folder(self, mailbox_id: int, name: str) -> FolderInfo | None:
         if self._fast is not None:
-            return cast("FolderInfo | None", await self._fast.read(self._ops.folder, mailbox_id, name))
+            return cast("FolderInfo | None", await self._fast.read(self._ops.folder, mailbox_id, name, inline=True))
         async with self._read() as s:
             f = (await s.execute(select(*_FOLDER_COLS).where(Folder.mailbox_id == mailbox_id,
                                                              Folder.name == name))).first()
@@ -337,7 +337,7 @@ class SqlStorage:
 
     async def highestmodseq(self, folder_id: int) -> int | None:
         if self._fast is not None:
-            return cast("int | None", await self._fast.read(self._ops.highestmodseq, folder_id))
+            return cast("int | None", await self._fast.read(self._ops.highestmodseq, folder_id, inline=True))
         async with self._read() as s:
             v = await s.scalar(select(Folder.highestmodseq).where(Folder.id == folder_id))
         return None if v is None else int(v)
@@ -354,7 +354,13 @@ class SqlStorage:
         """SELECT: the folder row first, then its messages, on one connection. A change committed
         between the two reads has a MODSEQ above the folder's and is reported by the next sync."""
         if self._fast is not None:
-            return cast(Any, await self._fast.read(self._ops.open_folder, mailbox_id, name))
+            opened = await self._fast.read(self._ops.open_folder_small, mailbox_id, name, inline=True)
+            if opened is None:
+                return None
+            f, msgs = opened
+            if msgs is None:  # a big folder: read on a reader thread, not on the loop
+                msgs = await self._fast.read(self._ops.messages, f.id)
+            return f, msgs
         async with self._read() as s:
             f = (await s.execute(select(*_FOLDER_COLS).where(Folder.mailbox_id == mailbox_id,
                                                              Folder.name == name))).first()
@@ -386,7 +392,8 @@ class SqlStorage:
 
     async def _changes_since(self, folder_id: int, modseq: int) -> Changes | None:
         if self._fast is not None:
-            return cast("Changes | None", await self._fast.read(self._ops.changes_since, folder_id, modseq))
+            return cast("Changes | None", await self._fast.read(self._ops.changes_since, folder_id, modseq,
+                                                                inline=True))
         async with self._read() as s:
             f = (await s.execute(select(*_FOLDER_COLS).where(Folder.id == folder_id))).first()
             if f is None:
@@ -408,6 +415,12 @@ class SqlStorage:
         """Messages' metadata; `summary` loads ENVELOPE/BODYSTRUCTURE (JSON), `raw` the blob."""
         summary = summary or raw  # sections are found through the BODYSTRUCTURE offsets
         if self._fast is not None:
+            from mssante.imap.store_sqlite import INLINE_DETAILS
+
+            if len(uids) <= INLINE_DETAILS:
+                got = await self._fast.read(self._ops.details_small, folder_id, list(uids), raw, summary, inline=True)
+                if got is not None:
+                    return cast(list[MessageDetail], got)
             return cast(list[MessageDetail], await self._fast.read(self._ops.details, folder_id, list(uids), raw,
                                                                    summary))
         cols: list[Any] = [Message.uid, Message.flags, Message.modseq, Message.internaldate, Message.size]
@@ -702,7 +715,8 @@ class SqlStorage:
     async def login_row(self, address: str) -> tuple[str | None, bool] | None:
         """(password_hash, enabled) of the mailbox with this (lower-case) address, for LoginCache."""
         if self._fast is not None:
-            return cast("tuple[str | None, bool] | None", await self._fast.read(self._ops.login_row, address))
+            return cast("tuple[str | None, bool] | None", await self._fast.read(self._ops.login_row, address,
+                                                                                inline=True))
         async with self._read() as s:
             r = (await s.execute(select(Mailbox.password_hash, Mailbox.enabled)
                                  .where(Mailbox.address == address))).first()
@@ -710,7 +724,7 @@ class SqlStorage:
 
     async def status(self, folder_id: int) -> FolderStatus:
         if self._fast is not None:
-            return cast(FolderStatus, await self._fast.read(self._ops.status, folder_id))
+            return cast(FolderStatus, await self._fast.read(self._ops.status, folder_id, inline=True))
         async with self._read() as s:
             rows = (await s.execute(select(Message.flags, Message.size).where(Message.folder_id == folder_id))).all()
         unseen = deleted = size = 0

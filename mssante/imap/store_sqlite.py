@@ -32,6 +32,10 @@ from mssante.store.models import AuditEvent, Message, utcnow
 _FOLDER = "SELECT id, name, special_use, uidvalidity, uidnext, highestmodseq, subscribed FROM folder"
 _UTC = dt.timezone.utc
 _CHUNK = 500  # bound parameters per IN (...)
+# Reads done on the event loop (SqliteRunner.read(inline=True)) stay below these bounds.
+INLINE_ROWS = 1000  # SELECT: folders with at most this many messages (uidnext - 1 bounds the count)
+INLINE_DETAILS = 100  # FETCH metadata of at most this many messages
+INLINE_BYTES = 256 * 1024  # FETCH of raw messages totalling at most this size
 
 
 def _finfo(r: Sequence[Any]) -> FolderInfo:
@@ -107,6 +111,16 @@ class SqliteOps:
         return f, SqliteOps.messages(c, f.id)
 
     @staticmethod
+    def open_folder_small(c: Any, mailbox_id: int, name: str) -> tuple[FolderInfo, list[MessageMeta] | None] | None:
+        """open_folder, with None for the messages when there may be more than INLINE_ROWS."""
+        f = SqliteOps.folder(c, mailbox_id, name)
+        if f is None:
+            return None
+        if f.uidnext - 1 > INLINE_ROWS:
+            return f, None
+        return f, SqliteOps.messages(c, f.id)
+
+    @staticmethod
     def changes_since(c: Any, folder_id: int, modseq: int) -> Changes | None:
         r = c.execute(_FOLDER + " WHERE id = ?", (folder_id,)).fetchone()
         if r is None:
@@ -147,6 +161,16 @@ class SqliteOps:
                 d = d if d.tzinfo else d.replace(tzinfo=_UTC)
                 out.append(MessageDetail(uid, _flags(fl), ms, d, size, env, bs, data))
         return out
+
+    def details_small(self, c: Any, folder_id: int, uids: Sequence[int], raw: bool, summary: bool
+                      ) -> list[MessageDetail] | None:
+        """details, or None when the raw messages total more than INLINE_BYTES."""
+        if raw:
+            total = c.execute("SELECT coalesce(sum(size), 0) FROM message WHERE folder_id = ? AND uid IN "
+                              "(SELECT value FROM json_each(?))", (folder_id, _ids(uids))).fetchone()[0]
+            if total > INLINE_BYTES:
+                return None
+        return self.details(c, folder_id, uids, raw, summary)
 
     @staticmethod
     def login_row(c: Any, address: str) -> tuple[str | None, bool] | None:
