@@ -1,0 +1,138 @@
+"""The SQLite fast path of SqlStorage (mssante.imap.sqlite_fast / store_sqlite): same rows as the
+ORM, group commit with one savepoint per operation, fallbacks from the loop's connection."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import sqlite3
+
+import pytest
+from sqlalchemy import select
+
+from .conftest import Env, message
+
+from mssante.imap import store_sqlite
+from mssante.imap.mime import summarize
+from mssante.imap.sqlite_fast import SqliteRunner
+from mssante.imap.store import SqlStorage, StoreError
+from mssante.store.models import AuditEvent, Blob, Folder, Message
+
+
+async def _inbox(st: SqlStorage, env: Env) -> int:
+    f = await st.folder(env.mailbox_id, "INBOX")
+    assert f is not None
+    return f.id
+
+
+async def test_fast_path_is_used_and_rows_match_the_orm(env_sqlite: Env) -> None:
+    env = env_sqlite
+    st = SqlStorage(env.services.sessions)
+    assert st._fast is not None
+    fid = await _inbox(st, env)
+    raw = message("Résultat", extra="Disposition-Notification-To: <a@op-b.test>\r\n")
+    when = dt.datetime(2026, 11, 23, 10, 0, 0, 123456, tzinfo=dt.timezone(dt.timedelta(hours=1)))
+    uid, modseq = await st.append(fid, raw, ["\\flagged", "$Label"], when)
+    async with env.services.sessions() as s:
+        m = await s.scalar(select(Message).where(Message.folder_id == fid, Message.uid == uid))
+        assert m is not None
+        env_json, bs_json = summarize(raw)
+        assert m.envelope == env_json and m.bodystructure == bs_json
+        assert m.flags == "$Label \\Flagged" and m.modseq == modseq and m.size == len(raw)
+        assert m.internaldate.replace(tzinfo=dt.timezone.utc) == when
+        f = await s.scalar(select(Folder).where(Folder.id == fid))
+        assert f is not None and f.uidnext == uid + 1 and f.highestmodseq == modseq
+        assert (await s.scalar(select(Blob.data).where(Blob.id == m.blob_id))) == raw
+    # A message delivered through the ORM reads the same through the fast path.
+    uid2 = await env.deliver(raw)
+    a, b = await st.details(fid, [uid, uid2], raw=True)
+    assert a.envelope == b.envelope and a.bodystructure == b.bodystructure and a.raw == b.raw == raw
+    assert a.internaldate == when and a.internaldate.tzinfo is not None
+    res = await st.store_flags(fid, [uid, uid2], "+", ["\\Seen"], None)
+    assert [m.uid for m in res.changed] == [uid, uid2] and len(res.first_seen) == 2
+    status = await st.status(fid)
+    assert (status.messages, status.unseen, status.deleted, status.size) == (2, 0, 0, 2 * len(raw))
+    await st.aclose()
+
+
+async def test_expunge_commits_its_audit_events(env_sqlite: Env) -> None:
+    env = env_sqlite
+    st = SqlStorage(env.services.sessions)
+    fid = await _inbox(st, env)
+    uids = [await env.deliver(message(f"m{i}")) for i in range(3)]
+    await st.store_flags(fid, uids[:2], "+", ["\\Deleted"], None)
+    audit = env.services.audit
+    gone, modseq = await st.expunge(fid, None, events=lambda us: [audit.event("imap.expunge", "x", "ok",
+                                                                              count=len(us))])
+    assert gone == uids[:2] and modseq > 0
+    changes = await st.changes_since(fid, modseq - 1)
+    assert changes is not None and changes.expunged == uids[:2]
+    async with env.services.sessions() as s:
+        ev = (await s.scalars(select(AuditEvent).where(AuditEvent.action == "imap.expunge"))).all()
+        assert len(ev) == 1 and ev[0].details == {"count": 2} and ev[0].at is not None
+    await st.aclose()
+
+
+async def test_a_failing_operation_does_not_fail_its_batch(env_sqlite: Env) -> None:
+    env = env_sqlite
+    st = SqlStorage(env.services.sessions)
+    fid = await _inbox(st, env)
+
+    def boom(c: sqlite3.Connection) -> None:
+        c.execute("UPDATE folder SET uidnext = uidnext + 1000 WHERE id = ?", (fid,))
+        raise RuntimeError("bug after a write")
+
+    results = await asyncio.gather(
+        st.append(fid, message("a"), [], dt.datetime.now(dt.timezone.utc)),
+        st._fast.write(boom),
+        st.append(fid, message("b"), [], dt.datetime.now(dt.timezone.utc)),
+        st.store_flags(fid + 999, [1], "+", ["\\Seen"], None),
+        return_exceptions=True,
+    )
+    assert isinstance(results[1], RuntimeError) and isinstance(results[3], StoreError)
+    (u1, _m1), (u2, _m2) = results[0], results[2]
+    assert u2 == u1 + 1  # the failed operation's write was rolled back alone
+    f = await st.folder(env.mailbox_id, "INBOX")
+    assert f is not None and f.uidnext == u2 + 1
+    assert [m.uid for m in await st.messages(fid)] == [u1, u2]
+    await st.aclose()
+
+
+async def test_big_folders_and_bodies_are_read_off_the_loop(env_sqlite: Env, monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    env = env_sqlite
+    st = SqlStorage(env.services.sessions)
+    fid = await _inbox(st, env)
+    uids = [await env.deliver(message(f"m{i}")) for i in range(4)]
+    monkeypatch.setattr(store_sqlite, "INLINE_ROWS", 2)
+    monkeypatch.setattr(store_sqlite, "INLINE_BYTES", 10)
+    threaded: list[str] = []
+    real = SqliteRunner.read
+
+    async def spy(self: SqliteRunner, fn, *args, inline: bool = False):  # type: ignore[no-untyped-def]
+        if not inline:
+            threaded.append(fn.__name__)
+        return await real(self, fn, *args, inline=inline)
+
+    monkeypatch.setattr(SqliteRunner, "read", spy)
+    opened = await st.open_folder(env.mailbox_id, "INBOX")
+    assert opened is not None and [m.uid for m in opened[1]] == uids
+    got = await st.details(fid, uids[:1], raw=True)
+    assert got[0].raw is not None and got[0].raw.startswith(b"From:")
+    assert threaded == ["messages", "details"]
+    await st.aclose()
+
+
+async def test_inline_read_falls_back_when_busy(env_sqlite: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    env = env_sqlite
+    st = SqlStorage(env.services.sessions)
+
+    def busy(self: SqliteRunner, fn: object, args: object) -> None:
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(SqliteRunner, "_inline_call", busy)
+    f = await st.folder(env.mailbox_id, "INBOX")
+    assert f is not None and f.name == "INBOX"
+    await st.aclose()
+    with pytest.raises(RuntimeError):
+        await st.folder(env.mailbox_id, "INBOX")
