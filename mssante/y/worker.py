@@ -34,7 +34,6 @@ import email.policy
 import logging
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, exists, insert, select, tuple_, update
@@ -84,79 +83,6 @@ def _delay(schedule: Sequence[int], attempts: int) -> dt.timedelta:
 def envid_for(leg_message_id: str) -> str:
     """RFC 3461 §4.4 ENVID (xtext-safe): the leg message's Message-ID without brackets."""
     return leg_message_id.strip("<> ")[:100]
-
-
-@dataclass(frozen=True)
-class SubmitResult:
-    """Per-recipient outcome of one in-process submission."""
-
-    state: str  # delivered | queued | failed
-    reply: str  # SMTP reply (e.g. "550 5.1.1 Mailbox unknown or closed") for failures
-
-
-class SenderUnavailable(Exception):
-    pass
-
-
-async def submit_as_app(
-    session: AsyncSession,
-    services: Services,
-    *,
-    mailbox: str,
-    raw: bytes,
-    recipients: Sequence[str],
-    message_id: str,
-    now: dt.datetime,
-    prepared: tuple[bytes, Any, Any] | None = None,
-) -> dict[str, SubmitResult]:
-    """Submission of one leg message by the lab's APP mailbox, in the caller's transaction.
-
-    The rules of mssante/smtp/submission.py, applied in-process (no SMTP hop between two parts of
-    one gateway): the sender is an open APP mailbox of ours; local recipients must exist and be
-    open (550 5.1.1); remote ones must be in the trust space (550 5.7.1, SPECS.md §1).
-    """
-    from mssante.smtp.envelope import domain_of
-    from mssante.store.mail import deliver
-    from mssante.store.queue import NewRecipient, enqueue
-
-    sender = await session.scalar(select(Mailbox).where(Mailbox.address == mailbox.lower()))
-    if sender is None or not sender.enabled or sender.kind != "APP":
-        raise SenderUnavailable(f"sender mailbox {mailbox} is not an open APP mailbox of this operator")
-    full, env, bs = prepared if prepared is not None else prepare_leg_message(services, raw, now)
-    local_domains = services.config.all_local_domains
-    results: dict[str, SubmitResult] = {}
-    local_ids: dict[str, int] = {}
-    remote: list[str] = []
-    for rcpt in recipients:
-        addr = rcpt.lower()
-        domain = domain_of(addr)
-        if domain in local_domains:
-            row = (await session.execute(select(Mailbox.id, Mailbox.enabled).where(Mailbox.address == addr))).first()
-            if row is None or not row[1]:
-                results[rcpt] = SubmitResult(FAILED, "550 5.1.1 Mailbox unknown or closed")
-                continue
-            local_ids[rcpt] = int(row[0])
-            results[rcpt] = SubmitResult(DELIVERED, "250 2.0.0 delivered")
-            continue
-        trust = services.trust
-        if trust is None or not trust.policy.submission(domain).accept:
-            results[rcpt] = SubmitResult(FAILED, f"550 5.7.1 Recipient domain {domain} is not in the MSSante trust space")
-            continue
-        remote.append(addr)
-        results[rcpt] = SubmitResult(QUEUED, "250 2.0.0 queued")
-    if local_ids:
-        await deliver(session, full, sorted(set(local_ids.values())), internaldate=now, message_id=message_id,
-                      envelope=env, bodystructure=bs)
-    if remote:
-        await enqueue(session, full, mailbox.lower(),
-                      [NewRecipient(a, f"rfc822;{a}", NOTIFY_ALL) for a in remote], now=now,
-                      envid=envid_for(message_id), ret="HDRS", message_id=message_id, actor=mailbox.lower())
-    session.add(services.audit.event(
-        "smtp.y.accept", mailbox.lower(), "accepted" if local_ids or remote else "refused", mail_from=mailbox.lower(),
-        local=sorted(local_ids), remote=remote, refused=sorted(r for r, v in results.items() if v.state == FAILED),
-        message_id=message_id, size=len(full),
-    ))
-    return results
 
 
 def prepare_leg_message(services: Services, raw: bytes, now: dt.datetime, *,
@@ -218,7 +144,8 @@ class YWorker:
         zam_schedule: Sequence[int] = ZAM_SCHEDULE,
         zam_max_attempts: int = 40,
         batch: int = 100,
-        submit_batch: int = 16,
+        submit_batch: int = 32,
+        coalesce: float = 0.03,
     ) -> None:
         self.services = services
         self.dmp = dmp
@@ -232,6 +159,9 @@ class YWorker:
         # Leg messages per write transaction: small enough that intake commits (ACK AA) interleave with
         # the worker's on SQLite's single writer, large enough to share one fsync.
         self.submit_batch = submit_batch
+        # After a round that was not full, wait this long before the next one: under a stream of intake
+        # commits (each wakes the worker) the rounds gather several deliveries instead of one each.
+        self.coalesce = coalesce
         self.wakeup = services.extras.get("y_wakeup")
         if not isinstance(self.wakeup, asyncio.Event):
             self.wakeup = asyncio.Event()
@@ -272,6 +202,8 @@ class YWorker:
                 busy = 0
             if busy >= self.submit_batch:
                 self.wakeup.set()  # more is waiting
+            elif self.coalesce > 0:
+                await asyncio.sleep(self.coalesce)
 
     async def run_once(self) -> int:
         """One round of every duty; returns how many items were handled (tests call it directly)."""
@@ -335,9 +267,15 @@ class YWorker:
 
     async def _submit_batch(self, s: AsyncSession, keys: Sequence[tuple[int, str, int]],
                             prepared: dict[int, tuple[bytes, Any, Any]], now: dt.datetime) -> int:
-        """Submit leg messages in the caller's transaction with a fixed number of statements whatever the
-        batch size (the rules of `submit_as_app`; local deliveries through `deliver_many`, the relay queue
-        rows, the audit events, the transitions through `apply_many`). Returns the legs handled."""
+        """Submit leg messages as the lab's APP mailbox, in the caller's transaction, with a fixed number of
+        statements whatever the batch size.
+
+        The rules of mssante/smtp/submission.py, applied in-process (no SMTP hop between two parts of one
+        gateway): the sender is an open APP mailbox of ours (else the legs wait SUBMIT_RETRY seconds); local
+        recipients must exist and be open (550 5.1.1); remote ones must be in the trust space (550 5.7.1,
+        SPECS.md §1). Writes: local deliveries (`deliver_many`: UIDs, MODSEQ, ENVELOPE/BODYSTRUCTURE), the
+        relay queue rows of `mssante.store.queue.enqueue`, the `smtp.y.accept` audit events and the leg
+        transitions (`apply_many`). Returns the number of legs moved."""
         from mssante.smtp.envelope import domain_of
         from mssante.store.groupcommit import LocalDelivery, deliver_many
         from mssante.store.queue import QUEUED as Q_QUEUED
