@@ -226,6 +226,73 @@ def _sqlite_reader(services: Any) -> SqliteReader | None:
     return reader  # type: ignore[no-any-return]
 
 
+class MailboxLookups:
+    """RCPT lookups that miss the cache, for servers (PostgreSQL): the addresses asked for while a query
+    runs are looked up together by the next one, on one connection kept in autocommit (no pool checkout,
+    pre-ping and reset per lookup). A failed query fails its waiters (RCPT answers 451) and the connection
+    is opened again for the next one."""
+
+    def __init__(self, engine: Any) -> None:
+        self._engine = engine
+        self._pending: dict[str, list[asyncio.Future[int | None]]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._conn: Any = None
+        self.queries = 0
+
+    async def get(self, address: str) -> int | None:
+        fut: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+        self._pending.setdefault(address, []).append(fut)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="smtp-rcpt-lookups")
+        return await fut
+
+    async def _run(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, {}
+            try:
+                found = await self._query(sorted(batch))
+            except Exception as e:  # noqa: BLE001 - given to every waiter of this batch
+                for futs in batch.values():
+                    for f in futs:
+                        if not f.done():
+                            f.set_exception(e)
+                continue
+            for addr, futs in batch.items():
+                for f in futs:
+                    if not f.done():
+                        f.set_result(found.get(addr))
+
+    async def _query(self, addresses: list[str]) -> dict[str, int | None]:
+        if self._conn is None:
+            conn = await self._engine.connect()
+            try:
+                await conn.execution_options(isolation_level="AUTOCOMMIT")
+            except BaseException:
+                await conn.close()
+                raise
+            self._conn = conn
+        self.queries += 1
+        try:
+            rows = (await self._conn.execute(_MAILBOXES_BY_ADDRESS, {"addresses": addresses})).all()
+        except BaseException:
+            await self.close()
+            raise
+        return {str(a): (int(i) if enabled else None) for a, i, enabled in rows}
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                await conn.close()
+            except Exception as e:  # noqa: BLE001 - a broken connection is simply dropped
+                log.debug("closing the RCPT lookup connection: %s", type(e).__name__)
+
+
+LOOKUPS_KEY = "smtp.rcpt_lookups"
+_MAILBOXES_BY_ADDRESS = select(Mailbox.address, Mailbox.id, Mailbox.enabled).where(
+    Mailbox.address.in_(bindparam("addresses", expanding=True)))
+
+
 async def local_mailbox(services: Any, address: str) -> int | None:
     """The id of an existing, open local mailbox, or None (RFC 5321 §3.3: 550 5.1.1 at RCPT)."""
     cache = services.extras.get(CACHE_KEY)
@@ -244,7 +311,12 @@ async def local_mailbox(services: Any, address: str) -> int | None:
             found, value = reader.mailbox(addr)
         except sqlite3.Error as e:  # busy (a checkpoint), schema not there yet: ask the engine
             log.debug("read-only RCPT lookup failed (%s); using the engine", type(e).__name__)
-    if not found:
+    if not found and services.engine.dialect.name != "sqlite":
+        lookups = services.extras.get(LOOKUPS_KEY)
+        if lookups is None:
+            lookups = services.extras[LOOKUPS_KEY] = MailboxLookups(services.engine)
+        value = await lookups.get(addr)
+    elif not found:
         # A Core connection, not an ORM session: this runs for every new recipient address.
         async with services.engine.connect() as conn:
             row = (await conn.execute(_MAILBOX_BY_ADDRESS, {"address": addr})).first()
@@ -261,3 +333,6 @@ async def close_committer(services: Any) -> None:
     reader = services.extras.pop(READER_KEY, None)
     if reader:
         reader.close()
+    lookups = services.extras.pop(LOOKUPS_KEY, None)
+    if lookups is not None:
+        await lookups.close()

@@ -99,11 +99,9 @@ class Operator:
         for item in reversed(self.listeners):
             await item.stop()
         self.listeners.clear()
-        from mssante.smtp.delivery import COMMITTER_KEY
+        from mssante.smtp.delivery import close_committer
 
-        c = self.services.extras.get(COMMITTER_KEY)
-        if c is not None:
-            await c.close()
+        await close_committer(self.services)  # pending commits, then the RCPT lookup connections
         await self.services.engine.dispose()
 
 

@@ -236,3 +236,27 @@ async def test_batch_reuses_stored_content_and_notifies_each_folder(sessions, db
         await listener.close()
         folders = sorted({f for r in (first, *again) for f in r})
         assert set(got) == {str(f) for f in folders} and len(got) == 5  # first: 2 folders, then 3
+
+
+async def test_rcpt_lookups_are_shared(db_url: str) -> None:
+    """Concurrent RCPT lookups: one query for the addresses asked together, closed and unknown -> None;
+    the connection is opened again after a failure."""
+    from mssante.smtp.delivery import MailboxLookups
+    from mssante.store.models import Mailbox
+
+    eng = make_engine(db_url)
+    async with eng.begin() as c:
+        await c.run_sync(Base.metadata.create_all)
+    sessions = make_sessions(eng)
+    async with sessions() as s, s.begin():
+        ids = [(await create_mailbox(s, f"r{i}@op-a.test", "PER")).id for i in range(5)]
+        (await s.get(Mailbox, ids[4])).enabled = False
+    lk = MailboxLookups(eng)
+    asked = [f"r{i}@op-a.test" for i in range(5)] + ["nobody@op-a.test", "r0@op-a.test"]
+    got = await asyncio.gather(*(lk.get(a) for a in asked))
+    assert got == [*ids[:4], None, None, ids[0]]
+    assert lk.queries <= 2  # the first query, then everything asked while it ran
+    await lk.close()  # as after a broken connection: the next lookup reconnects
+    assert await lk.get("r1@op-a.test") == ids[1]
+    await lk.close()
+    await eng.dispose()
