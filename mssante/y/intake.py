@@ -13,6 +13,9 @@ async, so a listener first calls `lookups_needed` and resolves those ids, then p
 
 from __future__ import annotations
 
+import email
+import email.policy
+import functools
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +43,7 @@ from mssante.y.mail import (
     MailError,
     MailSpec,
     body_for,
+    message_id,
     render_leg_message,
     patient_address,
     valid_address,
@@ -80,12 +84,18 @@ class MailLegPlan:
     envelope_from: str
     recipients: tuple[str, ...]
     message_id: str
-    message: EmailMessage  # never log it
-    raw: bytes = b""  # message.as_bytes(), rendered once by `decide`
+    raw: bytes  # the rendered leg message (mail.render_leg_message); never log it
 
     @property
     def data(self) -> bytes:
-        return self.raw or self.message.as_bytes()
+        return self.raw
+
+    @functools.cached_property
+    def message(self) -> EmailMessage:
+        """The leg message parsed (tests and tools; the runtime only needs `raw`)."""
+        parsed = email.message_from_bytes(self.raw, policy=email.policy.SMTP)
+        assert isinstance(parsed, EmailMessage)
+        return parsed
 
 
 @dataclass(frozen=True)
@@ -289,8 +299,9 @@ def _plan(data: bytes, config: IntakeConfig, now: datetime, trust: TrustCheck, d
                 no_reply=req.no_reply, reply_to=req.reply_to, read_receipt=routing.ack_lecture,
                 delivery_key=f"{key}|{group.value}", message_id_domain=config.message_id_domain,
             )
-            message, raw = render_leg_message(spec, now)
-            legs.append(MailLegPlan(group, sender.mail_from, tuple(rcpts), str(message["Message-ID"]), message, raw))
+            raw = render_leg_message(spec, now)
+            legs.append(MailLegPlan(group, sender.mail_from, tuple(rcpts),
+                                    message_id(spec.delivery_key, config.message_id_domain), raw))
     dmp: list[DmpRequest] = []
     if routing.dmp_leg:
         dmp_action = {YAction.SUBMIT: DmpAction.SUBMIT, YAction.REPLACE: DmpAction.REPLACE,

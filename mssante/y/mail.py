@@ -6,13 +6,15 @@ Pure: the Message-ID is derived from the delivery key, the Date from `now`.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import email
 import email.policy
 import enum
 import hashlib
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime
 
@@ -96,43 +98,138 @@ def _safe_header(value: str) -> str:
 
 
 def build_leg_message(spec: MailSpec, now: datetime) -> EmailMessage:
-    return render_leg_message(spec, now)[0]
+    """The leg message as an EmailMessage (parsed from `render_leg_message`; tests and tools)."""
+    parsed = email.message_from_bytes(render_leg_message(spec, now), policy=email.policy.SMTP)
+    assert isinstance(parsed, EmailMessage)
+    return parsed
 
 
-def render_leg_message(spec: MailSpec, now: datetime) -> tuple[EmailMessage, bytes]:
-    """The leg message and its bytes, rendered once (the size check needs them anyway)."""
+_SPECIALS = set('()<>[]:;@\\,."')
+_LINE = 78  # RFC 5322 §2.1.1: lines SHOULD be at most 78 characters
+
+
+def _encoded_words(text: str) -> list[str]:
+    """RFC 2047 B encoded-words of at most 75 characters, split on character boundaries."""
+    words: list[str] = []
+    chunk = ""
+    for ch in text:
+        if len((chunk + ch).encode("utf-8")) > 45:  # 45 bytes -> 60 base64 characters + 12 = 72
+            words.append(chunk)
+            chunk = ""
+        chunk += ch
+    if chunk:
+        words.append(chunk)
+    return [f"=?utf-8?b?{base64.b64encode(w.encode('utf-8')).decode('ascii')}?=" for w in words]
+
+
+def _tokens(value: str, phrase: bool = False) -> list[str]:
+    """The header value as foldable tokens: ASCII words as they are, each run of words with non-ASCII
+    characters (or, in a phrase, RFC 5322 specials) as RFC 2047 encoded-words (adjacent encoded-words
+    are joined by their decoder, so the spaces of a run are encoded inside it)."""
+    out: list[str] = []
+    run: list[str] = []
+
+    def flush() -> None:
+        if run:
+            out.extend(_encoded_words(" ".join(run)))
+            run.clear()
+
+    for word in value.split(" "):
+        if not word:
+            continue
+        if not word.isascii() or (phrase and any(c in _SPECIALS for c in word)) or "=?" in word or len(word) > 900:
+            run.append(word)
+        else:
+            flush()
+            out.append(word)
+    flush()
+    return out
+
+
+def _header(name: str, tokens: list[str]) -> bytes:
+    """`Name: tokens` folded before a token when a line would exceed 78 characters (RFC 5322 §2.2.3)."""
+    lines = [f"{name}:"]
+    for tok in tokens:
+        if len(lines[-1]) + 1 + len(tok) > _LINE and lines[-1] != f"{name}:":
+            lines.append(" " + tok)
+        else:
+            lines[-1] += " " + tok
+    return ("\r\n".join(lines) + "\r\n").encode("ascii")
+
+
+def _text(name: str, value: str) -> bytes:
+    return _header(name, _tokens(_safe_header(value)))
+
+
+def _mailbox_header(name: str, display_name: str, address: str) -> bytes:
+    display = _safe_header(display_name)
+    if not display:
+        return _header(name, [address])
+    if display.isascii() and not any(c in _SPECIALS for c in display):
+        return _header(name, [*display.split(), f"<{address}>"])
+    if display.isascii():  # a quoted-string (RFC 5322 §3.2.4)
+        quoted = display.replace("\\", "\\\\").replace('"', '\\"')
+        return _header(name, [f'"{quoted}"', f"<{address}>"])
+    return _header(name, [*_tokens(display, phrase=True), f"<{address}>"])
+
+
+def _crlf_lines(data: bytes) -> bytes:
+    return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+def render_leg_message(spec: MailSpec, now: datetime) -> bytes:
+    """The leg message's bytes: 7-bit headers (RFC 2047 encoded-words), CRLF line ends, multipart/mixed
+    with the body (text/plain, quoted-printable) and IHE_XDM.ZIP (base64), so that the relay needs no
+    SMTPUTF8 nor 8BITMIME. Rendered directly (no email package round trip): a pure function of
+    (spec, now); the boundary is derived from the leg key."""
     if not spec.recipients:
         raise MailError("a leg message needs at least one recipient")
     for addr in (spec.sender, *spec.recipients, *([spec.reply_to] if spec.reply_to else [])):
         if not valid_address(addr):
             raise MailError("invalid mail address in the leg")
-    msg = EmailMessage(policy=email.policy.SMTP)  # 7-bit headers (RFC 2047), CRLF: no SMTPUTF8 needed on the relay
-    local, _, domain = spec.sender.partition("@")
-    msg["From"] = Address(display_name=_safe_header(spec.sender_name), username=local, domain=domain)
-    msg["To"] = ", ".join(spec.recipients)
+    boundary = "=_y_" + hashlib.sha256(spec.delivery_key.encode("utf-8")).hexdigest()[:32]
+    head = [
+        _mailbox_header("From", spec.sender_name, spec.sender),
+        _header("To", [f"{a}," for a in spec.recipients[:-1]] + [spec.recipients[-1]]),
+    ]
     if spec.reply_to:
-        msg["Reply-To"] = spec.reply_to
-    msg["Subject"] = _safe_header(
-        subject(spec.document_label, spec.patient_family, spec.patient_given, spec.patient_birth_date)
-    )
-    msg["Date"] = format_datetime(now)
-    msg["Message-ID"] = message_id(spec.delivery_key, spec.message_id_domain)
-    msg["X-MSS-CODECDA"] = ",".join(dict.fromkeys(spec.cda_codes))
-    msg["X-MSS-INS"] = "O" if spec.ins_qualified else "N"
+        head.append(_header("Reply-To", [spec.reply_to]))
+    head += [
+        _text("Subject", subject(spec.document_label, spec.patient_family, spec.patient_given, spec.patient_birth_date)),
+        _header("Date", format_datetime(now).split(" ")),
+        _header("Message-ID", [message_id(spec.delivery_key, spec.message_id_domain)]),
+        _text("X-MSS-CODECDA", ",".join(dict.fromkeys(spec.cda_codes))),
+        _header("X-MSS-INS", ["O" if spec.ins_qualified else "N"]),
+    ]
     if spec.nil:
-        msg["X-MSS-NIL"] = _safe_header(spec.nil)
+        head.append(_text("X-MSS-NIL", spec.nil))
     if spec.no_reply and spec.group is LegGroup.PATIENT:
-        msg["X-MSS-MES"] = "FIN"
+        head.append(_header("X-MSS-MES", ["FIN"]))
     if spec.read_receipt:
-        msg["Disposition-Notification-To"] = spec.sender
-    msg.set_content(spec.body, subtype="plain", charset="utf-8", cte="quoted-printable")
-    msg.add_attachment(spec.xdm, maintype="application", subtype="zip", filename="IHE_XDM.ZIP")
-    # A boundary derived from the leg key keeps the output a pure function of (spec, now).
-    msg.set_boundary("=_y_" + hashlib.sha256(spec.delivery_key.encode("utf-8")).hexdigest()[:32])
-    raw = msg.as_bytes()
+        head.append(_header("Disposition-Notification-To", [spec.sender]))
+    head.append(b"MIME-Version: 1.0\r\n")
+    head.append(f'Content-Type: multipart/mixed; boundary="{boundary}"\r\n'.encode("ascii"))
+    text = spec.body.replace("\r\n", "\n").replace("\r", "\n")
+    if not text.endswith("\n"):
+        text += "\n"
+    body_qp = _crlf_lines(binascii.b2a_qp(text.encode("utf-8"), istext=True))
+    delimiter = f"--{boundary}\r\n".encode("ascii")
+    raw = b"".join([
+        *head, b"\r\n",
+        delimiter,
+        b'Content-Type: text/plain; charset="utf-8"\r\n',
+        b"Content-Transfer-Encoding: quoted-printable\r\n\r\n",
+        body_qp, b"\r\n",
+        delimiter,
+        b"Content-Type: application/zip\r\n",
+        b"Content-Transfer-Encoding: base64\r\n",
+        b'Content-Disposition: attachment; filename="IHE_XDM.ZIP"\r\n\r\n',
+        _crlf_lines(base64.encodebytes(spec.xdm)), b"\r\n",
+        f"--{boundary}--\r\n".encode("ascii"),
+    ])
     if len(raw) > MAX_MESSAGE_BYTES:
         raise MailError(f"leg message of {len(raw)} bytes exceeds the 25 MB MSSanté limit")
-    return msg, raw
+    return raw
 
 
 def body_for(group: LegGroup, given: str | None, action: str) -> str:

@@ -59,3 +59,28 @@ def test_subject_and_bodies() -> None:
     assert subject("CR", "pat-trois", "Dominique", "19790328") == "XDM/1.0/DDM+CR PAT-TROIS Dominique 28/03/1979"
     assert "remplace" in body_for(LegGroup.PS, None, "replace")
     assert body_for(LegGroup.PATIENT, " Texte ", "submit") == "Texte\n"
+
+
+def test_rendered_directly_seven_bit_folded_and_decodable() -> None:
+    """The renderer writes MIME itself: headers 7-bit (RFC 2047), lines of at most 78, CRLF only, and
+    what a standard parser reads back is what the spec said."""
+    s = spec(sender_name='Laboratoire Élise, "SIL" (Paris)', patient_family="Müller", patient_given="Zoé",
+             document_label="Compte rendu d'examens biologiques très détaillé " * 3,
+             recipients=tuple(f"dr{i}@b.mssante.fr" for i in range(15)), group=LegGroup.PS,
+             body="Première ligne \r\nseconde\n.\n" + "x" * 300, xdm=bytes(range(256)) * 40)
+    from mssante.y.mail import render_leg_message
+
+    raw = render_leg_message(s, NOW)
+    assert raw.isascii() and b"\n" not in raw.replace(b"\r\n", b"") and b"\r" not in raw.replace(b"\r\n", b"")
+    assert max(len(line) for line in raw.split(b"\r\n")) <= 78
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    assert parsed["From"].addresses[0].display_name == s.sender_name
+    assert parsed["From"].addresses[0].addr_spec == s.sender
+    assert str(parsed["Subject"]).startswith("XDM/1.0/DDM+Compte rendu")  # the prefix stays readable
+    assert parsed["Subject"] == subject(s.document_label, "Müller", "Zoé", "19850512")
+    assert [a.addr_spec for a in parsed["To"].addresses] == list(s.recipients)
+    text, att = list(parsed.iter_parts())
+    assert text.get_content().replace("\r\n", "\n") == "Première ligne \nseconde\n.\n" + "x" * 300 + "\n"
+    assert att.get_filename() == "IHE_XDM.ZIP" and att.get_content() == s.xdm
+    assert not parsed.defects and not text.defects and not att.defects
+    assert render_leg_message(s, NOW) == raw  # a pure function
