@@ -45,7 +45,23 @@ _BLOB = cast(Table, Blob.__table__)
 _FOLDER = cast(Table, Folder.__table__)
 _MESSAGE = cast(Table, Message.__table__)
 _AUDIT = cast(Table, AuditEvent.__table__)
-_PG_NOTIFY_MANY = text("SELECT pg_notify(:ch, p) FROM unnest(CAST(:payloads AS text[])) AS p")
+_MESSAGE_COLS = ("folder_id", "uid", "blob_id", "flags", "modseq", "internaldate", "size", "message_id")
+_PG_STORE_MANY = text(
+    "WITH m AS (INSERT INTO message (folder_id, uid, blob_id, flags, modseq, internaldate, size, message_id, "
+    "envelope, bodystructure) SELECT * FROM unnest(CAST(:folder_id AS bigint[]), CAST(:uid AS bigint[]), "
+    "CAST(:blob_id AS bigint[]), CAST(:flags AS text[]), CAST(:modseq AS bigint[]), "
+    "CAST(:internaldate AS timestamptz[]), CAST(:size AS bigint[]), CAST(:message_id AS varchar[]), "
+    "CAST(:envelope AS json[]), CAST(:bodystructure AS json[]))), "
+    "a AS (INSERT INTO audit_event (at, action, actor, outcome, details) SELECT * FROM unnest("
+    "CAST(:at AS timestamptz[]), CAST(:action AS varchar[]), CAST(:actor AS varchar[]), "
+    "CAST(:outcome AS varchar[]), CAST(:details AS json[]))) "
+    "SELECT pg_notify(:ch, p) FROM unnest(CAST(:payloads AS text[])) AS p")
+
+
+def _pg_json(col: Any, dialect: Any) -> Callable[[Any], Any]:
+    """The JSON column's own serialiser (None -> JSON null, as the ORM and Core inserts store it)."""
+    f = col.type.dialect_impl(dialect).bind_processor(dialect)
+    return f if f is not None else (lambda v: v)
 
 T = TypeVar("T")
 
@@ -149,15 +165,26 @@ async def deliver_many(session: AsyncSession, items: Sequence[LocalDelivery],
             messages.append({"folder_id": f, "uid": uid, "blob_id": blob_id, "flags": "", "modseq": modseq,
                              "internaldate": it.internaldate, "size": len(it.raw), "message_id": it.message_id,
                              "envelope": it.envelope, "bodystructure": it.bodystructure})
-    await conn.execute(_MESSAGE.insert(), messages)
     events = [it.audit for it in items if it.audit is not None]
-    if events:
-        await conn.execute(_AUDIT.insert(), [
-            {"at": e.at, "action": e.action, "actor": e.actor, "outcome": e.outcome, "details": e.details}
-            for e in events])
-    if dialect == "postgresql":  # one notification per folder, sent by one statement
-        await conn.execute(_PG_NOTIFY_MANY, {"ch": NOTIFY_CHANNEL,
-                                             "payloads": [str(f) for f in sorted(set(folder_of.values()))]})
+    if dialect == "postgresql":
+        # Messages, audit events and one notification per folder in one statement (one round trip).
+        dialect_obj = conn.dialect
+        pj_env = _pg_json(_MESSAGE.c.envelope, dialect_obj)
+        pj_det = _pg_json(_AUDIT.c.details, dialect_obj)
+        await conn.execute(_PG_STORE_MANY, {
+            **{k: [m[k] for m in messages] for k in _MESSAGE_COLS},
+            "envelope": [pj_env(m["envelope"]) for m in messages],
+            "bodystructure": [pj_env(m["bodystructure"]) for m in messages],
+            "at": [e.at for e in events], "action": [e.action for e in events], "actor": [e.actor for e in events],
+            "outcome": [e.outcome for e in events], "details": [pj_det(e.details) for e in events],
+            "ch": NOTIFY_CHANNEL, "payloads": [str(f) for f in sorted(set(folder_of.values()))],
+        })
+    else:
+        await conn.execute(_MESSAGE.insert(), messages)
+        if events:
+            await conn.execute(_AUDIT.insert(), [
+                {"at": e.at, "action": e.action, "actor": e.actor, "outcome": e.outcome, "details": e.details}
+                for e in events])
     return [sorted({folder_of[b] for b in it.mailbox_ids}) for it in items]
 
 
