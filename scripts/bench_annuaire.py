@@ -10,7 +10,8 @@ Targets (issue 3): import 600k + 2M <= 90 s with peak RSS <= 500 MB; next-day re
 
 How it measures (honestly):
 - imports run in a child process (``python -m annuaire import``); wall time from the parent; peak RSS
-  is the child's resident set sampled every 100 ms with psutil (the database server is not counted);
+  and CPU time (user + system) are the child's own, from the kernel (``wait4`` rusage; the database
+  server is not counted); the load average is printed with each figure (the machine is shared);
 - lookups run in this process through ``Directory``: "uncached" = cache TTL 0 (one SQL query per
   call), "cached" = the default 10 s TTL LRU over a realistic hot set (a gateway asks the same few
   thousand addresses again and again), misses included;
@@ -30,8 +31,10 @@ import json
 import os
 import random
 import socket
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -39,7 +42,6 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import psutil  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
 from annuaire.db import create_schema, make_engine  # noqa: E402
@@ -54,24 +56,27 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def run_child(args: list[str]) -> tuple[float, float, str]:
-    """Run a child process; return (wall seconds, peak RSS MB, stdout)."""
+def run_child(args: list[str]) -> tuple[float, float, str, float]:
+    """Run a child process; return (wall seconds, peak RSS MB, stdout, CPU seconds user+system).
+
+    Peak RSS and CPU come from the kernel's rusage of the child (``wait4``): exact, not sampled.
+    """
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=REPO)
-    ps = psutil.Process(proc.pid)
-    peak = 0
-    while proc.poll() is None:
-        try:
-            peak = max(peak, ps.memory_info().rss)
-        except psutil.Error:
-            pass
-        time.sleep(0.1)
-    out, err = proc.communicate()
-    wall = time.perf_counter() - t0
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen([sys.executable, *args], stdout=out, stderr=err, text=True, cwd=REPO)
+        _, status, ru = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - t0
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
     if proc.returncode != 0:
-        raise SystemExit(f"child failed ({proc.returncode}): {err.strip()[-500:]}")
-    return wall, peak / 1e6, out
+        raise SystemExit(f"child failed ({proc.returncode}): {stderr.strip()[-500:]}")
+    return wall, ru.ru_maxrss / 1e3, stdout, ru.ru_utime + ru.ru_stime
+
+
+def load() -> str:
+    return "load average " + " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def files_for(workdir: Path, mss: int, pa: int) -> tuple[dict[str, Path], dict[str, Path]]:
@@ -223,25 +228,40 @@ async def fhir_latency(url: str, clients: int, total: int, rate: float) -> dict[
 def bench_backend(name: str, url: str, d0: dict[str, Path], d1: dict[str, Path], a: argparse.Namespace) -> dict[str, Any]:
     res: dict[str, Any] = {"backend": name}
     base = ["-m", "annuaire", "--db-url", url, "import", "--no-progress"]
-    if not a.skip_import:
+    db = Path(url.split("///", 1)[1]) if name == "sqlite" else None
+    saved = Path(f"{db}.day0") if db else None
+    if a.reimport_only:  # back to the state right after the initial import (saved by a previous run)
+        if db is None or saved is None or not saved.exists():
+            raise SystemExit("--reimport-only needs a previous full sqlite run (it saves the day-0 database)")
+        for suffix in ("-wal", "-shm"):
+            Path(f"{db}{suffix}").unlink(missing_ok=True)
+        shutil.copyfile(saved, db)
+    elif not a.skip_import:
         asyncio.run(reset(url))
-        wall, rss, out = run_child([*base, str(d0["mssante"]), str(d0["activite"])])
-        res.update(import_s=wall, import_peak_rss_mb=rss)
-        print(f"[{name}] initial import: {wall:.1f}s, peak RSS {rss:.0f} MB\n{out.strip()}", flush=True)
+        wall, rss, out, cpu = run_child([*base, str(d0["mssante"]), str(d0["activite"])])
+        res.update(import_s=wall, import_cpu_s=cpu, import_peak_rss_mb=rss)
+        print(f"[{name}] initial import: {wall:.1f}s wall, {cpu:.1f}s CPU, peak RSS {rss:.0f} MB, {load()}\n"
+              f"{out.strip()}", flush=True)
+        if db is not None and saved is not None:  # checkpointed by the child's close: one file
+            shutil.copyfile(db, saved)
     if a.skip_import or a.skip_reimport:
         return _after_import(name, url, res, a)
-    wall, rss, out = run_child([*base, str(d1["mssante"]), str(d1["activite"])])
-    res.update(reimport_next_day_s=wall, reimport_peak_rss_mb=rss)
-    print(f"[{name}] next-day re-import: {wall:.1f}s, peak RSS {rss:.0f} MB\n{out.strip()}", flush=True)
-    wall, rss, out = run_child([*base, str(d1["mssante"]), str(d1["activite"])])
-    res.update(reimport_same_s=wall)
-    print(f"[{name}] same-file re-import: {wall:.1f}s\n{out.strip()}", flush=True)
+    wall, rss, out, cpu = run_child([*base, str(d1["mssante"]), str(d1["activite"])])
+    res.update(reimport_next_day_s=wall, reimport_next_day_cpu_s=cpu, reimport_peak_rss_mb=rss)
+    print(f"[{name}] next-day re-import: {wall:.1f}s wall, {cpu:.1f}s CPU, peak RSS {rss:.0f} MB, {load()}\n"
+          f"{out.strip()}", flush=True)
+    wall, rss, out, cpu = run_child([*base, str(d1["mssante"]), str(d1["activite"])])
+    res.update(reimport_same_s=wall, reimport_same_cpu_s=cpu, reimport_same_peak_rss_mb=rss)
+    print(f"[{name}] same-file re-import: {wall:.1f}s wall, {cpu:.1f}s CPU, peak RSS {rss:.0f} MB, {load()}\n"
+          f"{out.strip()}", flush=True)
     return _after_import(name, url, res, a)
 
 
 def _after_import(name: str, url: str, res: dict[str, Any], a: argparse.Namespace) -> dict[str, Any]:
-    res.update(asyncio.run(lookups(url, a.lookups)))
-    res.update(asyncio.run(fhir_latency(url, a.clients, a.requests, a.rate)))
+    if not a.imports_only:
+        res.update(asyncio.run(lookups(url, a.lookups)))
+        res.update(asyncio.run(fhir_latency(url, a.clients, a.requests, a.rate)))
+    res["load_average"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
     for k, v in res.items():
         print(f"[{name}] {k}: {v:.2f}" if isinstance(v, float) else f"[{name}] {k}: {v}", flush=True)
     return res
@@ -262,6 +282,9 @@ def main() -> int:
     p.add_argument("--lookups", type=int, default=200_000)
     p.add_argument("--skip-import", action="store_true", help="reuse the database already loaded (sqlite, or --pg-url)")
     p.add_argument("--skip-reimport", action="store_true", help="no next-day / same-file re-import runs")
+    p.add_argument("--imports-only", action="store_true", help="measure the imports only (no lookups, no FHIR)")
+    p.add_argument("--reimport-only", action="store_true",
+                   help="sqlite: restore the day-0 database saved by the last full run, then only re-import")
     a = p.parse_args()
     mss = a.mss or (600_000 if a.full else 20_000)
     pa = a.pa or (2_000_000 if a.full else 60_000)
@@ -271,7 +294,7 @@ def main() -> int:
     results = []
     if a.backend in ("sqlite", "both"):
         db = a.workdir / "bench.db"
-        for suffix in ("", "-wal", "-shm") if not a.skip_import else ():
+        for suffix in ("", "-wal", "-shm") if not (a.skip_import or a.reimport_only) else ():
             Path(str(db) + suffix).unlink(missing_ok=True)
         results.append(bench_backend("sqlite", f"sqlite+aiosqlite:///{db}", d0, d1, a))
     if a.backend in ("postgresql", "both"):
