@@ -122,7 +122,10 @@ def cmd_import(args: argparse.Namespace) -> int:
             for f in args.files:
                 t0 = time.perf_counter()
                 for r in await importer.import_path(f):
-                    print(r.summary() + f" in {time.perf_counter() - t0:.1f}s")
+                    phases = ", ".join(f"{k} {v:.1f}s/{r.cpu_seconds.get(k, 0):.1f}s CPU"
+                                       for k, v in r.seconds.items())
+                    print(r.summary() + f" in {time.perf_counter() - t0:.1f}s"
+                          + (f" ({r.staged} rows staged; {phases})" if r.ok else ""))
                     for e in r.bad[:args.show_errors]:
                         print(f"  line {e.line}: {e.reason}")
                     if r.bad_count > args.show_errors:

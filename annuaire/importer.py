@@ -27,16 +27,29 @@ from typing import Any
 from sqlalchemy import DateTime, Index, Table, TextClause, bindparam, insert, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from annuaire.formats import FileKind, FormatError, Layout, RowError
+from annuaire.formats import FileKind, FormatError, Layout, RowError, line_hash
 from annuaire.models import (ACTIVITY_DATA_COLUMNS, AnnuaireBase, MAILBOX_DATA_COLUMNS, PRACTITIONER_DATA_COLUMNS,
                              SF_DATA_COLUMNS, STAGE_ACTIVITY, STAGE_KEYS, STAGE_MAILBOX, STAGE_PRACTITIONER,
                              STAGE_SF, STAGE_STRUCTURE, STRUCTURE_DATA_COLUMNS, ImportRun)
-from annuaire.reader import Limits, Source, iter_records, open_sources, read_header
-from annuaire.rows import ActivityRows, MailboxRows
+from annuaire.reader import TOO_LONG, Limits, Source, decode_fields, iter_lines, open_sources, read_header
+from annuaire.rows import ActivityRows, KnownActivity, MailboxRows
+from annuaire.snapshot import Digests, fill_values_table, load_digests, stream_rows
 
 Progress = Callable[[str, int, int], None]
 MAX_REPORTED_ERRORS = 1000
 SQLITE_CACHE_KIB = 96 * 1024  # counted in the importer's RSS (budget 500 MB)
+UNSEEN = "ann_stage_unseen"    # live hashes no row of the file matched (re-import)
+GONE = "ann_stage_gone"        # keys of the live rows to close / deactivate
+DROP = "ann_stage_drop"        # staged lines superseded by an earlier unchanged occurrence
+SCRATCH = (UNSEEN, GONE, DROP)
+
+
+@dataclass
+class Known:
+    """Digests of the live snapshot for one file (None per table: stage everything, as on a first load)."""
+
+    mailboxes: Digests | None = None
+    activity: KnownActivity = field(default_factory=KnownActivity)
 
 
 @dataclass
@@ -51,7 +64,9 @@ class FileReport:
     updated: int = 0
     closed: int = 0
     error: str | None = None  # set when the file was refused (nothing written)
-    seconds: dict[str, float] = field(default_factory=dict)  # stage / dedupe / merge wall times
+    staged: int = 0  # tuples staged, all tables: new or changed parts (everything on a first load)
+    seconds: dict[str, float] = field(default_factory=dict)  # load / stage / dedupe / merge wall times
+    cpu_seconds: dict[str, float] = field(default_factory=dict)  # the same phases, process CPU time
 
     @property
     def ok(self) -> bool:
@@ -85,6 +100,7 @@ class _StageWriter:
         self.batch = batch
         self.pipe = pipe
         self.rows: list[tuple[object, ...]] = []
+        self.written = 0
         self.cols = [c.name for c in table.columns]
         self._pg = conn.dialect.name == "postgresql"
         marks = ", ".join("?" if not self._pg else f"${i + 1}" for i in range(len(self.cols)))
@@ -99,6 +115,7 @@ class _StageWriter:
         await self.pipe.wait()
         if self.rows:
             rows, self.rows = self.rows, []
+            self.written += len(rows)
             self.pipe.pending = asyncio.ensure_future(self._write(rows))
 
     async def _write(self, rows: list[tuple[object, ...]]) -> None:
@@ -120,8 +137,11 @@ def _T(sql: str) -> TextClause:  # noqa: N802 - a typed text() with the :now par
 
 class Importer:
     def __init__(self, engine: AsyncEngine, *, limits: Limits | None = None, batch: int = 5000,
-                 progress: Progress | None = None, max_vanished: float = 0.2) -> None:
+                 progress: Progress | None = None, max_vanished: float = 0.2, skip_unchanged: bool = True) -> None:
         self.engine = engine
+        # re-import: rows whose content hash is already live are only marked seen, never staged
+        # (snapshot.py); False stages every row and diffs in SQL (same result, slower)
+        self.skip_unchanged = skip_unchanged
         # a truncated or wrong snapshot must not close the whole directory: refuse a file that
         # would close/deactivate more than this fraction of what is live (1.0 disables the guard)
         self.max_vanished = max_vanished
@@ -164,50 +184,89 @@ class Importer:
             for t in tables:
                 await conn.execute(text(f"DROP TABLE IF EXISTS {t.name}"))
                 await conn.run_sync(t.create)
-            t0 = time.perf_counter()
-            await self._stage(conn, src, layout, tables, report)
-            t1 = time.perf_counter()
+            t0 = time.perf_counter(), time.process_time()
+            known = await self._load_known(conn, layout) if self.skip_unchanged else Known()
+            tk = time.perf_counter(), time.process_time()
+            await self._stage(conn, src, layout, tables, report, known)
+            t1 = time.perf_counter(), time.process_time()
             for t in tables:
                 report.duplicates += await self._dedupe(conn, t, pg)
-            t2 = time.perf_counter()
+            ka = known.activity
+            if known.mailboxes is not None:
+                report.duplicates += known.mailboxes.repeats + await self._drop_superseded(
+                    conn, STAGE_MAILBOX.name, "ann_mailbox", "address", known.mailboxes)
+            if ka.practitioners is not None:
+                await self._drop_superseded(conn, STAGE_PRACTITIONER.name, "ann_practitioner", "idnps",
+                                            ka.practitioners)
+            if ka.structures is not None:
+                await self._drop_superseded(conn, STAGE_STRUCTURE.name, "ann_structure", "structure_id",
+                                            ka.structures)
+            t2 = time.perf_counter(), time.process_time()
             if layout.kind in (FileKind.MSSANTE, FileKind.OWN):
-                await self._merge_mailboxes(conn, layout.kind, report, now)
+                await self._merge_mailboxes(conn, layout.kind, report, now, known.mailboxes)
             elif layout.kind is FileKind.SAVOIR_FAIRE:
-                await self._merge_set(conn, "ann_savoir_faire", STAGE_SF.name, SF_DATA_COLUMNS, report, now)
+                await self._merge_set(conn, "ann_savoir_faire", STAGE_SF.name, SF_DATA_COLUMNS, report, now,
+                                      ka.savoir_faire)
             else:
                 await self._merge_keyed(conn, "ann_practitioner", STAGE_PRACTITIONER.name, "idnps",
-                                        PRACTITIONER_DATA_COLUMNS, report, now, flag="active")
+                                        PRACTITIONER_DATA_COLUMNS, report, now, flag="active",
+                                        known=ka.practitioners)
                 await self._merge_keyed(conn, "ann_structure", STAGE_STRUCTURE.name, "structure_id",
-                                        STRUCTURE_DATA_COLUMNS, report, now, flag=None)
+                                        STRUCTURE_DATA_COLUMNS, report, now, flag=None, known=ka.structures)
                 await self._merge_set(conn, "ann_activity", STAGE_ACTIVITY.name, ACTIVITY_DATA_COLUMNS,
-                                      report, now)
+                                      report, now, ka.activities)
                 if ActivityRows(layout).has_sf:
-                    await self._merge_set(conn, "ann_savoir_faire", STAGE_SF.name, SF_DATA_COLUMNS, report, now)
+                    await self._merge_set(conn, "ann_savoir_faire", STAGE_SF.name, SF_DATA_COLUMNS, report, now,
+                                          ka.savoir_faire)
             if pg and report.inserted + report.updated + report.closed > 10_000:
                 # fresh planner statistics after a big load, so FHIR/lookup plans use the indexes
                 live = {"mssante": ["ann_mailbox"], "own": ["ann_mailbox"], "savoirfaire": ["ann_savoir_faire"]}
                 for name in live.get(report.kind, ["ann_practitioner", "ann_structure", "ann_activity"]):
                     await conn.execute(text(f"ANALYZE {name}"))
-            t3 = time.perf_counter()
-            report.seconds = {"stage": t1 - t0, "dedupe": t2 - t1, "merge": t3 - t2}
-            for t in tables:
-                await conn.execute(text(f"DROP TABLE IF EXISTS {t.name}"))
+            t3 = time.perf_counter(), time.process_time()
+            # wall and CPU (this process: parsing, and SQLite's own work) seconds per phase
+            marks = {"load": (t0, tk), "stage": (tk, t1), "dedupe": (t1, t2), "merge": (t2, t3)}
+            report.seconds = {k: b[0] - a[0] for k, (a, b) in marks.items()}
+            report.cpu_seconds = {k: b[1] - a[1] for k, (a, b) in marks.items()}
+            for name in [t.name for t in tables] + list(SCRATCH):
+                await conn.execute(text(f"DROP TABLE IF EXISTS {name}"))
             if not pg:
                 await conn.exec_driver_sql("PRAGMA cache_size=-2000")  # back to the default for the pool
             await conn.execute(insert(ImportRun).values(
                 source=src.name[:300], kind=report.kind, at=now, rows=report.rows, bad_rows=report.bad_count,
                 inserted=report.inserted, updated=report.updated, closed=report.closed))
 
+    async def _load_known(self, conn: AsyncConnection, layout: Layout) -> Known:
+        """Digests of the live rows this file could leave unchanged (empty tables: none, stage all)."""
+        async def digests(sql: str, keyed: bool) -> Digests | None:
+            d = await load_digests(conn, sql, keyed=keyed)
+            return d if len(d) else None
+
+        known = Known()
+        if layout.kind is FileKind.MSSANTE:  # the operator file is small: always staged in full
+            known.mailboxes = await digests("SELECT row_hash FROM ann_mailbox WHERE published = TRUE "
+                                            "AND closed_at IS NULL ORDER BY row_hash", True)
+        elif layout.kind in (FileKind.PERSONNE_ACTIVITE, FileKind.SAVOIR_FAIRE):
+            ka = known.activity
+            if layout.kind is FileKind.PERSONNE_ACTIVITE:
+                ka.practitioners = await digests(
+                    "SELECT row_hash FROM ann_practitioner WHERE active = TRUE ORDER BY row_hash", True)
+                ka.structures = await digests("SELECT row_hash FROM ann_structure ORDER BY row_hash", True)
+                ka.activities = await digests("SELECT row_hash FROM ann_activity ORDER BY row_hash", False)
+            if ActivityRows(layout).has_sf:
+                ka.savoir_faire = await digests("SELECT row_hash FROM ann_savoir_faire ORDER BY row_hash", False)
+        return known
+
     async def _stage(self, conn: AsyncConnection, src: Source, layout: Layout, tables: list[Table],
-                     report: FileReport) -> None:
+                     report: FileReport, known: Known) -> None:
         pipe = _Pipe()
         try:
-            await self._stage_rows(conn, src, layout, tables, report, pipe)
+            await self._stage_rows(conn, src, layout, tables, report, pipe, known)
         finally:  # never leave a bulk write running when the transaction rolls back
             await pipe.wait()
 
     async def _stage_rows(self, conn: AsyncConnection, src: Source, layout: Layout, tables: list[Table],
-                          report: FileReport, pipe: _Pipe) -> None:
+                          report: FileReport, pipe: _Pipe, known: Known) -> None:
         # asyncpg's COPY introspects the table on every call: fewer, larger batches on PostgreSQL
         batch = self.batch * 5 if conn.dialect.name == "postgresql" else self.batch
         writers = {t.name: _StageWriter(conn, t, batch, pipe) for t in tables}
@@ -221,15 +280,23 @@ class Importer:
         if layout.kind in (FileKind.MSSANTE, FileKind.OWN):
             mrows = MailboxRows(layout)
             w = writers[STAGE_MAILBOX.name]
-            for line, fields in iter_records(src):
+            live = known.mailboxes
+            fast = live is not None and mrows.canonical
+            for line, raw in iter_lines(src):
                 report.rows += 1
-                if isinstance(fields, str):
-                    bad(RowError(line, fields))
+                if raw is None:
+                    bad(RowError(line, TOO_LONG))
                     continue
-                parsed = mrows.parse(line, fields)
+                # unchanged row: the hash of its raw bytes is live (no decode, split or validation:
+                # these very bytes were valid UTF-8 and passed validation when they were imported)
+                if fast and live.hit(line_hash(raw), line):  # type: ignore[union-attr]
+                    continue
+                parsed = mrows.parse(line, decode_fields(src, line, raw))
                 if isinstance(parsed, RowError):
                     bad(parsed)
                     continue
+                if live is not None and live.hit(parsed[-2], line):  # type: ignore[arg-type]
+                    continue  # unchanged once blanks are stripped
                 w.rows.append(parsed)
                 if len(w.rows) >= w.batch:
                     await w.flush()
@@ -238,16 +305,17 @@ class Importer:
                         self.progress(src.name, src.bytes_read, src.size)
         else:
             arows = ActivityRows(layout)
+            arows.know(known.activity)
             wp = writers.get(STAGE_PRACTITIONER.name)
             ws = writers.get(STAGE_STRUCTURE.name)
             wa = writers.get(STAGE_ACTIVITY.name)
             wf = writers[STAGE_SF.name]
-            for line, fields in iter_records(src):
+            for line, raw in iter_lines(src):
                 report.rows += 1
-                if isinstance(fields, str):
-                    bad(RowError(line, fields))
+                if raw is None:
+                    bad(RowError(line, TOO_LONG))
                     continue
-                parsed = arows.parse(line, fields)
+                parsed = arows.parse(line, decode_fields(src, line, raw))
                 if isinstance(parsed, RowError):
                     bad(parsed)
                     continue
@@ -265,6 +333,7 @@ class Importer:
         for w in writers.values():
             await w.flush()
         await pipe.wait()
+        report.staged = sum(w.written for w in writers.values())
         if self.progress:
             self.progress(src.name, src.size, src.size)
 
@@ -283,8 +352,51 @@ class Importer:
         # consecutive repeats were already dropped while parsing (practitioners); only report mailboxes
         return int(res.rowcount or 0) if table is STAGE_MAILBOX else 0
 
+    async def _drop_superseded(self, conn: AsyncConnection, stage: str, live: str, key: str, known: Digests) -> int:
+        """First occurrence wins, also across the fast path: a staged row whose key also appeared
+        unchanged (its live hash was seen) on an earlier line is dropped. Returns how many staged
+        rows share their key with an unchanged line (duplicates merged)."""
+        dup = 0
+        drop: list[int] = []
+        async for rows in stream_rows(conn, f"SELECT s.line, l.row_hash FROM {stage} s "  # noqa: S608 - code constants
+                                      f"JOIN {live} l ON l.{key} = s.{key}"):
+            for line, h in rows:
+                first = known.first_line(h)
+                if first is not None:
+                    dup += 1
+                    if first < line:
+                        drop.append(line)
+        if drop:
+            await fill_values_table(conn, DROP, drop)
+            await conn.execute(text(f"DELETE FROM {stage} WHERE line IN (SELECT v FROM {DROP})"))  # noqa: S608
+        return dup
+
+    async def _close_gone(self, conn: AsyncConnection, live: str, key: str, alive: str, gone: str,
+                          what: str) -> int:
+        """Materialise the keys of the live rows to close (``gone``) once, apply the mass-close guard;
+        return how many there are. The callers then update ``WHERE key IN (SELECT key FROM GONE)``."""
+        await conn.exec_driver_sql(f"DROP TABLE IF EXISTS {GONE}")
+        await conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {GONE} AS SELECT {key} FROM {live} WHERE {gone}")  # noqa: S608
+        vanished = int((await conn.execute(text(f"SELECT COUNT(*) FROM {GONE}"))).scalar_one())  # noqa: S608
+        if conn.dialect.name == "postgresql":
+            await conn.exec_driver_sql(f"ANALYZE {GONE}")
+        if self.max_vanished < 1.0 and vanished:
+            total = int((await conn.execute(text(f"SELECT COUNT(*) FROM {live} WHERE {alive}"))).scalar_one())  # noqa: S608
+            if total >= 100 and vanished > total * self.max_vanished:
+                raise FormatError(f"refused: this file would close {vanished} of {total} {what} "
+                                  f"(more than {self.max_vanished:.0%}); truncated extraction? "
+                                  "re-run with --allow-mass-close if this is intended")
+        return vanished
+
+    async def _unseen(self, conn: AsyncConnection, known: Digests | None) -> str:
+        """SQL restricting live rows to those no line matched unchanged ("" on a full staging)."""
+        if known is None:
+            return ""
+        await fill_values_table(conn, UNSEEN, known.unseen())
+        return f" AND row_hash IN (SELECT v FROM {UNSEEN})"  # noqa: S608 - a code constant
+
     async def _merge_keyed(self, conn: AsyncConnection, live: str, stage: str, key: str, cols: Sequence[str],
-                           report: FileReport, now: datetime, *, flag: str | None) -> None:
+                           report: FileReport, now: datetime, *, flag: str | None, known: Digests | None) -> None:
         sets = ", ".join(f"{c} = s.{c}" for c in cols if c != key)
         cond = f"{live}.row_hash <> s.row_hash"
         if flag:
@@ -304,12 +416,14 @@ class Importer:
         report.inserted += int(res.rowcount or 0)
         await self._create_indexes(conn, dropped)
         if flag:  # vanished: never deleted, only deactivated
-            await self._guard_vanished(conn, live, f"{flag} = TRUE", f"{flag} = TRUE AND NOT EXISTS "  # noqa: S608
-                                       f"(SELECT 1 FROM {stage} s WHERE s.{key} = {live}.{key})", live)
-            res = await conn.execute(_T(
-                f"UPDATE {live} SET {flag} = FALSE, updated_at = :now WHERE {flag} = TRUE AND NOT EXISTS "  # noqa: S608 - names are code constants, values bound
-                f"(SELECT 1 FROM {stage} s WHERE s.{key} = {live}.{key})"), {"now": now})
-            report.closed += int(res.rowcount or 0)
+            # on a re-import the candidates are the live rows no unchanged line matched
+            gone = (f"{flag} = TRUE{await self._unseen(conn, known)} AND NOT EXISTS "  # noqa: S608
+                    f"(SELECT 1 FROM {stage} s WHERE s.{key} = {live}.{key})")
+            if await self._close_gone(conn, live, key, f"{flag} = TRUE", gone, live):
+                res = await conn.execute(_T(
+                    f"UPDATE {live} SET {flag} = FALSE, updated_at = :now WHERE {flag} = TRUE "  # noqa: S608 - names are code constants, values bound
+                    f"AND {key} IN (SELECT {key} FROM {GONE})"), {"now": now})
+                report.closed += int(res.rowcount or 0)
 
     async def _drop_indexes_if_empty(self, conn: AsyncConnection, live: str) -> list[Index]:
         """First load into an empty table: drop its secondary indexes and rebuild them after the
@@ -327,20 +441,8 @@ class Importer:
         for ix in dropped:
             await conn.run_sync(ix.create)
 
-    async def _guard_vanished(self, conn: AsyncConnection, live: str, alive: str, gone: str, what: str) -> None:
-        if self.max_vanished >= 1.0:
-            return
-        total = int((await conn.execute(text(f"SELECT COUNT(*) FROM {live} WHERE {alive}"))).scalar_one())  # noqa: S608
-        if total < 100:
-            return
-        vanished = int((await conn.execute(text(f"SELECT COUNT(*) FROM {live} WHERE {gone}"))).scalar_one())  # noqa: S608
-        if vanished > total * self.max_vanished:
-            raise FormatError(f"refused: this file would close {vanished} of {total} {what} "
-                              f"(more than {self.max_vanished:.0%}); truncated extraction? "
-                              "re-run with --allow-mass-close if this is intended")
-
     async def _merge_set(self, conn: AsyncConnection, live: str, stage: str, cols: Sequence[str],
-                         report: FileReport, now: datetime) -> None:
+                         report: FileReport, now: datetime, known: Digests | None) -> None:
         """Rows identified by (idnps, row_hash): insert the new ones, delete those that vanished."""
         clist = ", ".join(cols)
         dropped = await self._drop_indexes_if_empty(conn, live)
@@ -350,13 +452,17 @@ class Importer:
             f"WHERE l.idnps = s.idnps AND l.row_hash = s.row_hash)"), {"now": now})
         report.inserted += int(res.rowcount or 0)
         await self._create_indexes(conn, dropped)
-        res = await conn.execute(text(
-            f"DELETE FROM {live} WHERE NOT EXISTS (SELECT 1 FROM {stage} s "  # noqa: S608 - names are code constants, values bound
-            f"WHERE s.idnps = {live}.idnps AND s.row_hash = {live}.row_hash)"))
+        if known is not None:  # re-import: what no line matched is gone (staged rows were not live)
+            await fill_values_table(conn, UNSEEN, known.unseen())
+            res = await conn.execute(text(f"DELETE FROM {live} WHERE row_hash IN (SELECT v FROM {UNSEEN})"))  # noqa: S608
+        else:
+            res = await conn.execute(text(
+                f"DELETE FROM {live} WHERE NOT EXISTS (SELECT 1 FROM {stage} s "  # noqa: S608 - names are code constants, values bound
+                f"WHERE s.idnps = {live}.idnps AND s.row_hash = {live}.row_hash)"))
         report.closed += int(res.rowcount or 0)
 
     async def _merge_mailboxes(self, conn: AsyncConnection, kind: FileKind, report: FileReport,
-                               now: datetime) -> None:
+                               now: datetime, known: Digests | None) -> None:
         live, stage = "ann_mailbox", STAGE_MAILBOX.name
         own = kind is FileKind.OWN
         sets = _set(MAILBOX_DATA_COLUMNS)
@@ -381,14 +487,21 @@ class Importer:
         report.inserted += int(res.rowcount or 0)
         await self._create_indexes(conn, dropped)
         mine, other = ("own", "published") if own else ("published", "own")
-        gone = f"{mine} = TRUE AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE s.address = {live}.address)"  # noqa: S608
-        await self._guard_vanished(conn, live, f"{mine} = TRUE", gone, "mailboxes")
+        # re-import: only live rows no unchanged line matched can be gone (the digests hold the open
+        # published rows; a published row with a closed_at, if any, is always a candidate)
+        unseen = await self._unseen(conn, known)
+        if unseen:
+            unseen = f" AND (closed_at IS NOT NULL OR row_hash IN (SELECT v FROM {UNSEEN}))"  # noqa: S608
+        gone = (f"{mine} = TRUE{unseen} AND NOT EXISTS "  # noqa: S608
+                f"(SELECT 1 FROM {stage} s WHERE s.address = {live}.address)")
+        if not await self._close_gone(conn, live, "address", f"{mine} = TRUE", gone, "mailboxes"):
+            return
         # SPECS.md §5 / issue 3: a vanished mailbox is closed with a date, never deleted.
         res = await conn.execute(_T(
             f"UPDATE {live} SET {mine} = FALSE, closed_at = :now, updated_at = :now "  # noqa: S608 - names are code constants, values bound
-            f"WHERE {other} = FALSE AND {gone}"), {"now": now})
+            f"WHERE {other} = FALSE AND address IN (SELECT address FROM {GONE})"), {"now": now})
         report.closed += int(res.rowcount or 0)
         extra = ", liste_rouge = FALSE" if own else ""
         await conn.execute(_T(f"UPDATE {live} SET {mine} = FALSE{extra}, updated_at = :now "  # noqa: S608 - names are code constants, values bound
-                              f"WHERE {other} = TRUE AND {gone}"), {"now": now})
+                              f"WHERE {other} = TRUE AND address IN (SELECT address FROM {GONE})"), {"now": now})
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from annuaire.formats import FormatError, Layout, detect_layout, split_line
+from annuaire.formats import FormatError, Layout, detect_layout
 
 MAX_LINE = 64 * 1024
 
@@ -131,12 +131,10 @@ def read_header(src: Source) -> Layout:
         raise FormatError(f"{src.name}: {exc}") from None
 
 
-def iter_records(src: Source) -> Iterator[tuple[int, list[str] | str]]:
-    """Yield ``(line_number, fields)``, or ``(line_number, reason)`` for a line too long.
-
-    The first data line is line 2. A line that is not UTF-8 aborts the whole file
-    (FormatError): a wrong encoding is a file-level fault, not a row-level one.
-    """
+def iter_lines(src: Source) -> Iterator[tuple[int, bytes | None]]:
+    """Yield ``(line_number, raw bytes without the line end)``, or ``(line_number, None)`` for a line
+    longer than MAX_LINE (skipped). Blank lines are skipped. Nothing is decoded here: see
+    :func:`decode_fields` (the importer's fast path hashes the bytes of unchanged rows only)."""
     lineno = 1
     readline = src.stream.readline
     while True:
@@ -144,16 +142,45 @@ def iter_records(src: Source) -> Iterator[tuple[int, list[str] | str]]:
         if not raw:
             return
         lineno += 1
-        if len(raw) >= MAX_LINE and not raw.endswith(b"\n"):
+        if raw[-1:] == b"\n":
+            raw = raw[:-2] if raw[-2:-1] == b"\r" else raw[:-1]
+            if not raw:
+                continue
+        elif len(raw) >= MAX_LINE:
             while raw and not raw.endswith(b"\n"):  # skip the rest of the overlong line
                 raw = readline(MAX_LINE)
-            yield lineno, f"line longer than {MAX_LINE} bytes"
+            yield lineno, None
             continue
-        if raw in (b"\n", b"\r\n"):
-            continue
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise FormatError(f"{src.name}: line {lineno} is not UTF-8 (wrong encoding, file refused)") \
-                from None
-        yield lineno, split_line(text)
+        yield lineno, raw
+
+
+def decode_fields(src: Source, lineno: int, raw: bytes) -> list[str]:
+    """Decode one line (without its line end) and split it; the trailing ``|`` adds no field.
+
+    A line that is not UTF-8 aborts the whole file (FormatError): a wrong encoding is a
+    file-level fault, not a row-level one."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise FormatError(f"{src.name}: line {lineno} is not UTF-8 (wrong encoding, file refused)") \
+            from None
+    parts = text.split("|")
+    if parts[-1] == "":
+        parts.pop()
+    return parts
+
+
+TOO_LONG = f"line longer than {MAX_LINE} bytes"
+
+
+def iter_records(src: Source) -> Iterator[tuple[int, list[str] | str]]:
+    """Yield ``(line_number, fields)``, or ``(line_number, reason)`` for a line too long.
+
+    The first data line is line 2. A line that is not UTF-8 aborts the whole file
+    (FormatError): a wrong encoding is a file-level fault, not a row-level one.
+    """
+    for lineno, raw in iter_lines(src):
+        if raw is None:
+            yield lineno, TOO_LONG
+        else:
+            yield lineno, decode_fields(src, lineno, raw)

@@ -7,11 +7,18 @@ with its line number and reason; the caller skips it and reports it.
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass
 from operator import itemgetter
 
 from annuaire.formats import (MAILBOX_TYPES, MSS_COLUMNS, OWN_EXTRA_COLUMN, FileKind, Layout, RowError,
                               canonical_address, check_pp, city_of, department_of, norm, row_hash,
                               valid_address)
+from annuaire.snapshot import Digests
+
+# row_hash (formats.py), inlined in the 2-million-row loop below: same bytes, same value
+_b2b = hashlib.blake2b
+from_bytes = int.from_bytes
 
 MailboxTuple = tuple[object, ...]
 
@@ -24,6 +31,9 @@ class MailboxRows:
         self._pos = [layout.index[c] for c in MSS_COLUMNS]
         self._lr = layout.index.get(OWN_EXTRA_COLUMN)
         self.own = layout.kind is FileKind.OWN
+        #: the file's columns are exactly the 31 public ones in order: formats.line_hash of a raw
+        #: line equals the row_hash a parse would compute (the re-import fast path relies on it)
+        self.canonical = layout.columns == MSS_COLUMNS
 
     def parse(self, line: int, raw: list[str]) -> MailboxTuple | RowError:
         if len(raw) != self.width:
@@ -77,14 +87,24 @@ _AC = ("Code mode exercice", "Libellé mode exercice", "Code secteur d'activité
 _SF = ("Code type savoir-faire", "Libellé type savoir-faire", "Code savoir-faire", "Libellé savoir-faire")
 
 
+@dataclass(slots=True)
+class KnownActivity:
+    """Live digests for a Personne_activite / savoir-faire re-import (None: nothing to skip)."""
+
+    practitioners: Digests | None = None  # active practitioners (keyed by idnps)
+    structures: Digests | None = None     # keyed by structure id
+    activities: Digests | None = None     # a set: (idnps, row_hash)
+    savoir_faire: Digests | None = None   # a set: (idnps, row_hash)
+
+
 class ActivityRows:
     """PS_LibreAcces_Personne_activite (56 columns, or the layout without savoir-faire)
     and the separate savoir-faire file of the newer releases.
 
     Hot path (2 million rows): fields are picked with C-level itemgetters; person fields are
-    hashed once per run of rows of the same professional; structures pass a bounded
-    "recently seen" filter (the SQL dedupe catches the rest). Values are taken as written in
-    the file (the extraction is not padded); identifiers are checked strictly.
+    hashed once per run of rows of the same professional; structures pass a bounded "already
+    taken" filter (first occurrence wins; the SQL dedupe catches the rest). Values are taken as
+    written in the file (the extraction is not padded); identifiers are checked strictly.
     """
 
     def __init__(self, layout: Layout) -> None:
@@ -94,17 +114,26 @@ class ActivityRows:
         full = self.kind is FileKind.PERSONNE_ACTIVITE
         self._pp = itemgetter(*[ix[c] for c in (_PP if full else _PP[:3])])
         self._st = itemgetter(*[ix[c] for c in _ST]) if full else None
-        self._ac = itemgetter(*[ix[c] for c in _AC]) if full else None
+        # what identifies an activity, in row_hash order: IDNPS, structure id, SIRET, FINESS, _AC
+        self._ac = itemgetter(*[ix[c] for c in (_PP[2], _ST[0], _ST[1], _ST[3], *_AC)]) if full else None
         self.has_sf = all(c in ix for c in _SF)
-        self._sf = itemgetter(*[ix[c] for c in _SF]) if self.has_sf else None
+        self._sf = itemgetter(*[ix[c] for c in (_PP[2], *_SF)]) if self.has_sf else None
         self._last_idnps = ""
         self._last_pp: tuple[str, ...] = ()
-        self._seen_struct: dict[str, tuple[str, ...]] = {}
+        self._seen_struct: set[str] = set()
+        k = KnownActivity()
+        self._kp, self._ks, self._ka, self._kf = k.practitioners, k.structures, k.activities, k.savoir_faire
+
+    def know(self, known: KnownActivity) -> None:
+        """Re-import: a part whose hash is live is marked seen in ``known`` instead of returned."""
+        self._kp, self._ks = known.practitioners, known.structures
+        self._ka, self._kf = known.activities, known.savoir_faire
 
     def parse(self, line: int, raw: list[str]) -> (
             tuple[tuple[object, ...] | None, tuple[object, ...] | None, tuple[object, ...] | None,
                   tuple[object, ...] | None] | RowError):
-        """Return (practitioner, structure, activity, savoir_faire) tuples (None when absent/repeated)."""
+        """Return (practitioner, structure, activity, savoir_faire) tuples (None when absent/repeated,
+        or unchanged: already live, see :meth:`know`)."""
         if len(raw) != self.width:
             return RowError(line, f"expected {self.width} columns, found {len(raw)}")
         pp: tuple[str, ...] = self._pp(raw)
@@ -115,33 +144,43 @@ class ActivityRows:
             if reason:
                 return RowError(line, reason)
             if self._st is not None:  # consecutive rows of one professional: stage the person once
-                prac = (line, idnps, pp[0], pp[1], pp[3], pp[4], pp[5], pp[6], pp[7], pp[8], pp[9],
-                        pp[10], pp[11], norm(pp[6]), norm(pp[7]), row_hash(pp))
+                h = from_bytes(_b2b("\x1f".join(pp).encode(), digest_size=8).digest(), "big", signed=True)
+                if self._kp is None or not self._kp.hit(h, line):
+                    prac = (line, idnps, pp[0], pp[1], pp[3], pp[4], pp[5], pp[6], pp[7], pp[8], pp[9],
+                            pp[10], pp[11], norm(pp[6]), norm(pp[7]), h)
             self._last_idnps, self._last_pp = idnps, pp
         struct = act = None
         if self._st is not None and self._ac is not None:
-            st: tuple[str, ...] = self._st(raw)
-            sid = st[0]
+            ac: tuple[str, ...] = self._ac(raw)
+            sid = ac[1]
             if sid:
                 seen = self._seen_struct
-                if seen.get(sid) != st:
+                # first occurrence wins: a structure already taken from an earlier row (same or other
+                # content) is not staged again; past the bounded memory, the SQL dedupe decides
+                if sid not in seen:
                     if not sid.isalnum() or len(sid) > 40:
                         return RowError(line, f"bad structure identifier {sid[:40]!r}")
                     if len(seen) >= 50_000:
                         seen.clear()
-                    seen[sid] = st
-                    street = " ".join(x for x in (st[7], st[8], st[9], st[10]) if x)
-                    complement = " ".join(x for x in (st[11], st[12], st[13]) if x)
-                    cp = st[15]
-                    city = st[17] or city_of(st[14], cp)
-                    struct = (line, sid, st[1], st[2], st[3], st[4], st[5], st[6], street, complement, cp,
-                              st[16], city, st[18], st[19], st[20], department_of(cp, st[21]),
-                              norm(st[5] or st[6]), norm(city), row_hash(st))
-            ac: tuple[str, ...] = self._ac(raw)
-            act = (line, idnps, row_hash((idnps, sid, st[1], st[3], *ac)), sid, *ac[:8])
+                    seen.add(sid)
+                    st: tuple[str, ...] = self._st(raw)
+                    h = from_bytes(_b2b("\x1f".join(st).encode(), digest_size=8).digest(), "big", signed=True)
+                    if self._ks is None or not self._ks.hit(h, line):
+                        street = " ".join(x for x in (st[7], st[8], st[9], st[10]) if x)
+                        complement = " ".join(x for x in (st[11], st[12], st[13]) if x)
+                        cp = st[15]
+                        city = st[17] or city_of(st[14], cp)
+                        struct = (line, sid, st[1], st[2], st[3], st[4], st[5], st[6], street, complement, cp,
+                                  st[16], city, st[18], st[19], st[20], department_of(cp, st[21]),
+                                  norm(st[5] or st[6]), norm(city), h)
+            h = from_bytes(_b2b("\x1f".join(ac).encode(), digest_size=8).digest(), "big", signed=True)
+            if self._ka is None or not self._ka.hit(h, line):
+                act = (line, idnps, h, sid, *ac[4:12])
         sf_t = None
         if self._sf is not None:
             sf: tuple[str, ...] = self._sf(raw)
-            if sf[2]:
-                sf_t = (line, idnps, row_hash((idnps, *sf)), *sf)
+            if sf[3]:
+                h = from_bytes(_b2b("\x1f".join(sf).encode(), digest_size=8).digest(), "big", signed=True)
+                if self._kf is None or not self._kf.hit(h, line):
+                    sf_t = (line, idnps, h, *sf[1:])
         return prac, struct, act, sf_t

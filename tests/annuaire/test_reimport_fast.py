@@ -1,0 +1,146 @@
+"""The re-import fast path (unchanged rows skipped before staging, annuaire/snapshot.py) gives exactly
+the result of staging every row: same tables, same timestamps, same report, on both backends.
+
+The day-2 files are edited by hand to hit the corners: duplicates split between an unchanged line
+and a changed one in either order, a case-changed address, blank-padded fields, a bad row, vanished
+and reappearing rows, a deactivated professional coming back, a structure listed twice differently.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from annuaire.formats import MSS_COLUMNS, PA_COLUMNS
+from annuaire.importer import FileReport, Importer
+from annuaire.models import AnnuaireBase
+from tests.annuaire.conftest import DAY0, DAY1
+from tests.annuaire.helpers import TABLES
+
+DAY2 = DAY1 + timedelta(days=1)
+KEYS = {"ann_mailbox": "address", "ann_practitioner": "idnps", "ann_structure": "structure_id",
+        "ann_activity": "idnps, row_hash", "ann_savoir_faire": "idnps, row_hash"}
+
+
+async def _dump(engine: AsyncEngine) -> dict[str, list[tuple[object, ...]]]:
+    async with engine.connect() as conn:
+        return {t: [tuple(r) for r in (await conn.execute(text(f"SELECT * FROM {t} ORDER BY {KEYS[t]}"))).all()]  # noqa: S608
+                for t in TABLES}
+
+
+async def _reset(engine: AsyncEngine) -> None:
+    async with engine.begin() as conn:
+        await conn.run_sync(AnnuaireBase.metadata.drop_all)
+        await conn.run_sync(AnnuaireBase.metadata.create_all)
+
+
+def _lines(path: Path) -> tuple[str, list[list[str]]]:
+    header, *rows = path.read_text(encoding="utf-8").splitlines()
+    return header, [r.split("|") for r in rows]
+
+
+def _write(path: Path, header: str, rows: list[list[str]]) -> Path:
+    path.write_text(header + "\n" + "".join("|".join(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def _edited_mss(src: Path, out: Path) -> Path:
+    header, rows = _lines(src)
+    col = {c: i for i, c in enumerate(MSS_COLUMNS)}
+    seen: set[str] = set()
+    uniq = []
+    for r in rows:  # distinct addresses, so each edit below is about one mailbox
+        if r[1].lower() not in seen:
+            seen.add(r[1].lower())
+            uniq.append(r)
+    a, b, c, d, e, f = uniq[:6]
+    rest = uniq[6:]
+    a2 = list(a)
+    a2[col["Service de rattachement"]] = "Autre service"
+    b2 = list(b)
+    b2[col["Service de rattachement"]] = "Service modifié"
+    c2 = list(c)
+    c2[1] = c[1].upper()                            # same mailbox, address written in capitals
+    d2 = [f" {v} " if v and i not in (1,) else v for i, v in enumerate(d)]  # blank-padded, same content
+    bad = list(f)
+    bad[4] = "8X" + bad[4][2:]                       # bad IDNPS: reported with its line
+    # a: unchanged first, changed later (first wins: nothing); b: changed first, unchanged later (update)
+    # e: vanished (closed); the duplicate pairs and the padded row must not close anything
+    return _write(out, header, [a, b2, c2, d2, *rest[: len(rest) // 2], bad, a2, b, *rest[len(rest) // 2:]])
+
+
+def _edited_pa(src: Path, out: Path) -> Path:
+    header, rows = _lines(src)
+    col = {c: i for i, c in enumerate(PA_COLUMNS)}
+    fam, sid, mode = col["Nom d'exercice"], col["Identifiant technique de la structure"], col["Code mode exercice"]
+    rsoc = col["Raison sociale site"]
+    first_pp = rows[0][2]
+    kept = [r for r in rows if r[2] != rows[-1][2]]  # the last professional vanishes (deactivated)
+    out_rows = []
+    for i, r in enumerate(kept):
+        r = list(r)
+        if i == 3:
+            r[mode] = "S" if r[mode] != "S" else "L"   # one activity changed
+        if i == 5:
+            r[fam] = r[fam] + "-NOUVEAU"              # a name changed (on all its rows? only this one:
+        out_rows.append(r)                           # a non-consecutive repeat, first occurrence wins)
+    again = list(rows[0])
+    again[fam] = "AUTRE"                             # the first professional listed again, differently
+    again[mode] = "B"
+    st2 = list(rows[1])
+    st2[rsoc] = "AUTRE RAISON SOCIALE"                # a structure listed again, differently: first wins
+    st2[mode] = "B" if st2[mode] != "B" else "S"
+    assert again[2] == first_pp and st2[sid]
+    return _write(out, header, [*out_rows, again, st2])
+
+
+async def _run(engine: AsyncEngine, skip: bool, steps: list[tuple[Path, object]]) -> list[tuple[object, ...]]:
+    imp = Importer(engine, skip_unchanged=skip)
+    out = []
+    for path, now in steps:
+        [r] = await imp.import_path(path, now=now)  # type: ignore[arg-type]
+        assert r.ok, r.error
+        out.append(_report(r))
+    return out
+
+
+def _report(r: FileReport) -> tuple[object, ...]:
+    return (r.kind, r.rows, r.bad_count, [(e.line, e.reason) for e in r.bad], r.duplicates, r.inserted,
+            r.updated, r.closed)
+
+
+async def test_fast_path_equals_full_staging(engine: AsyncEngine, files: dict[str, Path], tmp_path: Path) -> None:
+    mss2 = _edited_mss(files["mssante_d1"], tmp_path / "Extraction_Correspondance_MSSante_202611250300.txt")
+    pa2 = _edited_pa(files["activite_d1"], tmp_path / "PS_LibreAcces_Personne_activite_202611250300.txt")
+    steps = [(files["mssante"], DAY0), (files["activite"], DAY0), (files["own"], DAY0),
+             (files["mssante_d1"], DAY1), (files["activite_d1"], DAY1),
+             (mss2, DAY2), (pa2, DAY2),
+             (files["mssante"], DAY2 + timedelta(hours=1)),   # closed ones reopen, day-1 ones close
+             (files["activite"], DAY2 + timedelta(hours=1)),  # the deactivated professional comes back
+             (files["activite"], DAY2 + timedelta(hours=2))]  # same file: nothing
+    fast = await _run(engine, True, steps)
+    fast_state = await _dump(engine)
+    await _reset(engine)
+    full = await _run(engine, False, steps)
+    assert fast == full
+    assert await _dump(engine) == fast_state
+    # the edits did what they say
+    mss2_report, pa2_report = fast[5], fast[6]
+    assert mss2_report[2] == 1 and mss2_report[3][0][1].startswith("IDNPS")
+    assert mss2_report[6] == 2  # b (changed first) and c (address in capitals: its row hash changed)
+    assert mss2_report[4] >= 2  # the a and b pairs merged
+    assert pa2_report[6] >= 1 and pa2_report[7] >= 1
+    assert fast[-1][5:] == (0, 0, 0)
+
+
+async def test_same_file_reimport_stages_nothing(engine: AsyncEngine, files: dict[str, Path]) -> None:
+    imp = Importer(engine)
+    for key in ("mssante", "activite"):
+        [first] = await imp.import_path(files[key], now=DAY0)
+        assert first.staged > 0
+        [again] = await imp.import_path(files[key], now=DAY1)
+        assert again.ok and again.staged == 0 and (again.inserted, again.updated, again.closed) == (0, 0, 0)
+        assert again.duplicates == first.duplicates and again.rows == first.rows
