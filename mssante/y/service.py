@@ -352,10 +352,6 @@ class YIntake:
                                   "sending system not authorised for this client certificate", Location("MSH", 1, 3))
                 await self._audit_refusal(peer, salvage_ctx.control_id, "AE", problem)
                 return self._refuse(salvage_ctx, problem)
-            if rule is not None:
-                stored = await self._stored_ack(rule.key, key[2])
-                if stored is not None:
-                    return IntakeResult(stored[1].encode("utf-8"), "AA", stored[0], duplicate=True)
         lookups = await self._lookups(payload)
         now = self.services.now()
         rendered: StoragePlan | YRefusal | None = None
@@ -372,6 +368,13 @@ class YIntake:
                     pool.shutdown(wait=False, cancel_futures=True)
         if rendered is None:
             rendered = await asyncio.to_thread(self._decide, payload, lookups, now)
+        # A control id already stored for this sender is answered with the stored ACK whatever deciding
+        # it again says: an accepted plan finds it in the storage transaction (`store_plans`), a refusal
+        # looks for it here (no SELECT per message on the accepted path).
+        if isinstance(rendered, YRefusal) or (rendered.dmp and not self.dmp_enabled):
+            stored = await self._stored_ack(f"{key[0]}|{key[1]}", key[2]) if key is not None else None
+            if stored is not None:
+                return IntakeResult(stored[1].encode("utf-8"), "AA", stored[0], duplicate=True)
         if isinstance(rendered, YRefusal):
             problem = rendered.problems[0]
             await self._audit_refusal(peer, rendered.control_id or "", rendered.code.value, problem)
