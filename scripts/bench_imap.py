@@ -226,8 +226,9 @@ def client_ctx(ca: Path) -> ssl.SSLContext:
 
 
 # --- measures -----------------------------------------------------------------------------------------
-async def bench_mix(port: int, ca: Path, users: int, clients: int, seconds: float, relogin: bool,
-                    server_pid: int) -> None:
+async def mix_load(port: int, ca: Path, users: int, clients: int, seconds: float, relogin: bool,
+                   first: int = 0) -> tuple[int, int, float]:
+    """Run `clients` mixed-load clients for `seconds`: (commands, errors, elapsed)."""
     ctx = client_ctx(ca)
     count = 0
     stop = time.perf_counter() + seconds
@@ -266,7 +267,7 @@ async def bench_mix(port: int, ca: Path, users: int, clients: int, seconds: floa
             except (ConnectionError, RuntimeError, asyncio.IncompleteReadError) as e:
                 errors += 1
                 if errors < 5:
-                    print(f"  client error: {e}", flush=True)
+                    print(f"  client error: {e}", file=sys.stderr, flush=True)
                 if c is not None:
                     c.close()
                 c = None
@@ -274,13 +275,35 @@ async def bench_mix(port: int, ca: Path, users: int, clients: int, seconds: floa
             c.close()
 
     t0 = time.perf_counter()
+    await asyncio.gather(*(worker(first + k) for k in range(clients)))
+    return count, errors, time.perf_counter() - t0
+
+
+async def bench_mix(port: int, ca: Path, users: int, clients: int, seconds: float, relogin: bool,
+                    server_pid: int, procs: int) -> None:
+    """The mixed load from `procs` load-generator processes (one Python process cannot load the
+    server: a client spends about as much CPU per command as the server does)."""
     cpu0 = cpu_seconds(server_pid)
-    await asyncio.gather(*(worker(k) for k in range(clients)))
-    el = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    if procs <= 1:
+        count, errors, el = await mix_load(port, ca, users, clients, seconds, relogin)
+        rate = count / el
+    else:
+        shares = [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
+        children = [await asyncio.create_subprocess_exec(
+            sys.executable, __file__, "loadgen", "--port", str(port), "--ca", str(ca), "--users", str(users),
+            "--clients", str(n), "--seconds", str(seconds), "--first", str(sum(shares[:i])),
+            *(["--relogin"] if relogin else []), stdout=asyncio.subprocess.PIPE)
+            for i, n in enumerate(shares) if n]
+        outs = [json.loads((await ch.communicate())[0]) for ch in children]
+        count = sum(o["count"] for o in outs)
+        errors = sum(o["errors"] for o in outs)
+        rate = sum(o["count"] / o["elapsed"] for o in outs)
+        el = time.perf_counter() - t0
     cpu = cpu_seconds(server_pid) - cpu0
     label = "mix with LOGIN/LOGOUT every cycle" if relogin else "mix, logged in"
-    print(f"{label}: {count / el:,.0f} commands/s ({count} commands, {clients} clients, {users} users, "
-          f"{el:.1f} s, {errors} errors); server CPU {cpu * 1000 / max(1, count):.2f} ms/command "
+    print(f"{label}: {rate:,.0f} commands/s ({count} commands, {clients} clients in {max(1, procs)} processes, "
+          f"{users} users, {el:.1f} s, {errors} errors); server CPU {cpu * 1000 / max(1, count):.2f} ms/command "
           f"({cpu / el * 100:.0f}% of one CPU); load average {loadavg()}", flush=True)
 
 
@@ -419,8 +442,9 @@ async def main(args: argparse.Namespace) -> None:
     try:
         if "mix" in args.only:
             await bench_mix(port, ca, args.users, args.clients, args.seconds, relogin=False,
-                            server_pid=pid)
-            await bench_mix(port, ca, args.users, args.clients, args.seconds, relogin=True, server_pid=pid)
+                            server_pid=pid, procs=args.procs)
+            await bench_mix(port, ca, args.users, args.clients, args.seconds, relogin=True, server_pid=pid,
+                            procs=args.procs)
         if "fetch" in args.only:
             await bench_fetch(port, ca, args.fetch_count, args.fetch_mailbox)
         if "notify" in args.only:
@@ -444,6 +468,14 @@ def parse() -> argparse.Namespace:
     s.add_argument("--db-url", required=True)
     s.add_argument("--cert", required=True)
     s.add_argument("--key", required=True)
+    g = sub.add_parser("loadgen", help="(internal) one mixed-load generator process")
+    g.add_argument("--port", type=int, required=True)
+    g.add_argument("--ca", required=True)
+    g.add_argument("--users", type=int, required=True)
+    g.add_argument("--clients", type=int, required=True)
+    g.add_argument("--seconds", type=float, required=True)
+    g.add_argument("--first", type=int, default=0)
+    g.add_argument("--relogin", action="store_true")
     p.add_argument("--quick", action="store_true", help="small sizes (the default when no size is given)")
     p.add_argument("--db-url", default="", help="database (default: SQLite in a temp dir)")
     p.add_argument("--pg", action="store_true", help="start a temporary PostgreSQL and use it")
@@ -458,7 +490,10 @@ def parse() -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=None)
     p.add_argument("--real-hash", action="store_true", help="production argon2id cost for logins")
     p.add_argument("--only", default="mix,fetch,notify,idle")
+    p.add_argument("--procs", type=int, default=2, help="load-generator processes for the mix")
     a = p.parse_args()
+    if a.cmd == "loadgen":
+        return a
     full = not a.quick
     defaults = {"users": (100, 10), "per_user": (20, 10), "clients": (20, 5), "seconds": (30.0, 5.0),
                 "idle": (10000, 500), "fetch_mailbox": (10000, 2000), "fetch_count": (1000, 1000),
@@ -472,7 +507,11 @@ def parse() -> argparse.Namespace:
 
 if __name__ == "__main__":
     args = parse()
-    if args.cmd == "serve":
+    if args.cmd == "loadgen":
+        n, e, el = asyncio.run(mix_load(args.port, Path(args.ca), args.users, args.clients, args.seconds,
+                                        args.relogin, args.first))
+        print(json.dumps({"count": n, "errors": e, "elapsed": el}), flush=True)
+    elif args.cmd == "serve":
         if os.environ.get("BENCH_PROFILE"):
             import cProfile
 
