@@ -177,23 +177,34 @@ class RelayWorker:
             small = [c.blob_id for c in claims if c.size <= PRELOAD_MAX]
             async with self.services.sessions() as s:
                 blobs = await qstore.load_blobs(s, small[: max(1, PRELOAD_TOTAL // PRELOAD_MAX)]) if small else {}
+            # Outcomes are committed (group commit) while the next message is sent: the connection does not
+            # wait for each commit. Delivery stays at-least-once: a crash before an outcome's commit makes
+            # that message be sent again at its recorded retry time. All outcomes are committed before
+            # this returns.
+            records: list[asyncio.Task[None]] = []
             try:
                 for i, c in enumerate(claims):
                     try:
                         outcomes = await self._send(smtp, target, c, blobs.pop(c.blob_id, None))
                     except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as e:
-                        await self._record(c, [Outcome(r, "temporary", "4.4.2", f"connection lost: {type(e).__name__}",
-                                                       target.host) for r in c.recipients])
+                        records.append(asyncio.create_task(self._record(c, [
+                            Outcome(r, "temporary", "4.4.2", f"connection lost: {type(e).__name__}", target.host)
+                            for r in c.recipients])))
                         rest = [r.id for cc in claims[i + 1:] for r in cc.recipients]
                         async with self.services.sessions() as s, s.begin():
                             await qstore.release_unattempted(s, rest, self.services.now())
                         return
-                    await self._record(c, outcomes)
+                    records.append(asyncio.create_task(self._record(c, outcomes)))
             finally:
                 try:
                     await smtp.quit()
                 except Exception:
                     smtp.close()
+                failures = [r for r in await asyncio.gather(*records, return_exceptions=True)
+                            if isinstance(r, BaseException)]
+                if failures:  # not recorded: retried at the time the claim wrote (at-least-once)
+                    log.warning("relay to %s: %d outcome(s) could not be recorded (%s)", domain, len(failures),
+                                type(failures[0]).__name__)
 
     async def _connect(self, domain: str) -> tuple[aiosmtplib.SMTP, Target]:
         from pki.tls import peer_certificate
