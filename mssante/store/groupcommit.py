@@ -12,6 +12,10 @@ alone in its own transaction, so that one failing job never fails the others.
 A job is `async def job(session) -> T`; it must be safe to run twice on a fresh transaction after a
 rollback (it only writes through `session`).
 
+A job may also be an object with `run_many(session, jobs) -> results` (one result per job, in order):
+all the jobs of a batch sharing the same `run_many` are written by one call (e.g. the relay's "sent"
+outcomes). If that call fails, the batch is retried job by job, as for any failure.
+
 `LocalDelivery` jobs (a message for local mailboxes, the bulk of an MTA's writes) are not run one by one:
 `deliver_many` stores the whole batch with a fixed number of statements (blobs, folders, one UID/MODSEQ
 range per folder, messages, audit events), whatever the batch size. It keeps the rules of
@@ -426,6 +430,23 @@ class GroupCommitter:
                         if len(batch) == 1:
                             raise _JobFailed(0, e) from e
                         raise  # not attributable to one job: the caller retries each alone
+                # Batchable jobs (a `run_many` attribute): one call per kind for all of them in the batch.
+                many: dict[Any, list[int]] = {}
+                for i, (job, _) in enumerate(batch):
+                    run_many = getattr(job, "run_many", None)
+                    if run_many is not None and not isinstance(job, LocalDelivery):
+                        many.setdefault(run_many, []).append(i)
+                batched: dict[int, Any] = {}
+                for run_many, idxs in many.items():
+                    try:
+                        out = await run_many(session, [batch[i][0] for i in idxs])
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as e:
+                        if len(idxs) == 1:
+                            raise _JobFailed(idxs[0], e) from e
+                        raise  # not attributable to one job: the caller retries each alone
+                    batched.update(zip(idxs, out, strict=True))
                 results: list[Any] = []
                 delivered = iter(folders)
                 for i, (job, _) in enumerate(batch):
@@ -435,6 +456,8 @@ class GroupCommitter:
                             if job.then is not None:
                                 await job.then(session)
                             results.append(next(delivered))
+                        elif i in batched:
+                            results.append(batched[i])
                         else:
                             results.append(await job(session))
                     except asyncio.CancelledError:

@@ -260,3 +260,62 @@ async def test_rcpt_lookups_are_shared(db_url: str) -> None:
     assert await lk.get("r1@op-a.test") == ids[1]
     await lk.close()
     await eng.dispose()
+
+
+class _Batchable:
+    calls: list[int] = []
+
+    def __init__(self, n: int, fail: bool = False) -> None:
+        self.n, self.fail = n, fail
+
+    @staticmethod
+    async def run_many(session, jobs):  # type: ignore[no-untyped-def]
+        from mssante.store.models import AuditEvent
+
+        _Batchable.calls.append(len(jobs))
+        session.add_all([AuditEvent(at=T0, action="t.batch", actor=str(j.n), outcome="ok") for j in jobs])
+        await session.flush()
+        if any(j.fail for j in jobs):
+            raise ValueError("bad job")
+        return [j.n * 10 for j in jobs]
+
+
+async def test_batchable_jobs_share_one_call_and_fail_alone(sessions) -> None:
+    from mssante.store.models import AuditEvent
+
+    _Batchable.calls = []
+    gc = GroupCommitter(sessions, max_batch=64)
+    jobs = [_Batchable(i, fail=(i == 2)) for i in range(5)]
+    results = await asyncio.gather(*(gc.submit(j) for j in jobs), return_exceptions=True)
+    await gc.close()
+    assert isinstance(results[2], ValueError)
+    assert [r for i, r in enumerate(results) if i != 2] == [0, 10, 30, 40]
+    assert _Batchable.calls[0] == 5  # one call for the whole batch, then each alone after the failure
+    async with sessions() as s:
+        actors = sorted((await s.scalars(select(AuditEvent.actor).where(AuditEvent.action == "t.batch"))).all())
+    assert actors == ["0", "1", "3", "4"]  # the failed call's writes were rolled back
+
+
+async def test_relay_sent_outcomes_are_batched(sessions) -> None:
+    from mssante.smtp.relay import RelaySent
+    from mssante.observability.audit import Audit
+    from mssante.store.models import AuditEvent, Blob
+
+    audit = Audit(sessions, lambda: T0)
+    async with sessions() as s, s.begin():
+        for i in range(3):
+            await qstore.enqueue(s, f"Subject: {i}\r\n\r\nx\r\n".encode(), "a@op-a.test",
+                                 [qstore.NewRecipient(f"b{i}@op-b.test"), qstore.NewRecipient(f"c{i}@op-c.test")],
+                                 now=T0)
+    async with sessions() as s, s.begin():
+        claims = await qstore.claim(s, "w", now=T0, schedule=SCHEDULE)
+    gc = GroupCommitter(sessions, max_batch=64)
+    await asyncio.gather(*(gc.submit(RelaySent([r.id for r in c.recipients], c.queue_message_id,
+                                               audit.event("smtp.relay.sent", "relay", "sent", domain=c.domain)))
+                           for c in claims))
+    await gc.close()
+    async with sessions() as s:
+        assert await qstore.depth(s) == 0
+        assert await s.scalar(select(func.count()).select_from(Blob)) == 0  # finished messages' content removed
+        assert await s.scalar(select(func.count()).select_from(AuditEvent)
+                              .where(AuditEvent.action == "smtp.relay.sent")) == 6
