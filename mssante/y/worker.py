@@ -162,6 +162,7 @@ class YWorker:
         # After a round that was not full, wait this long before the next one: under a stream of intake
         # commits (each wakes the worker) the rounds gather several deliveries instead of one each.
         self.coalesce = coalesce
+        self.full_interval = min(poll_interval, 0.2)
         self.wakeup = services.extras.get("y_wakeup")
         if not isinstance(self.wakeup, asyncio.Event):
             self.wakeup = asyncio.Event()
@@ -189,12 +190,23 @@ class YWorker:
 
     async def _loop(self) -> None:
         assert self.wakeup is not None
+        loop = asyncio.get_running_loop()
+        last_full = float("-inf")
         while True:
+            woken = False
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.wakeup.wait(), self.poll_interval)
+                woken = True
             self.wakeup.clear()
+            # A wake-up comes from an intake commit: new legs to submit. The other duties (reports, relay
+            # hand-over, DMP, ZAMs) run on the poll timer and at most every `full_interval` under load.
+            full = not woken or loop.time() - last_full >= self.full_interval
             try:
-                busy = await self.run_once()
+                if full:
+                    last_full = loop.time()
+                    busy = await self.run_once()
+                else:
+                    busy = await self.submit_mss(self.services.now())
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - keep tracking; the next round retries
