@@ -208,8 +208,10 @@ async def serve_connection(
     try:
         while True:
             try:
-                data = await asyncio.wait_for(reader.read(READ_CHUNK), idle_timeout)
-            except asyncio.TimeoutError:
+                # asyncio.timeout, not wait_for: no Task per chunk (a 43 KB message arrives in ~25 chunks).
+                async with asyncio.timeout(idle_timeout):
+                    data = await reader.read(READ_CHUNK)
+            except TimeoutError:
                 return
             if not data:
                 return
@@ -319,7 +321,8 @@ class MllpClient:
         self._writer.write(frame(payload))
         await self._writer.drain()
         while not self._ready:
-            data = await asyncio.wait_for(self._reader.read(READ_CHUNK), timeout)
+            async with asyncio.timeout(timeout):
+                data = await self._reader.read(READ_CHUNK)
             if not data:
                 raise ConnectionError("MLLP peer closed the connection")
             for item in self._decoder.feed(data):

@@ -255,6 +255,8 @@ class YIntake:
         self._inflight = 0
         self._max_inflight = 1 if backend == "sqlite" else 4
         self._flushes: set[asyncio.Task[None]] = set()
+        self.store_batches = 0  # for benchmarks: storage transactions, and the plans they stored
+        self.stored_plans = 0
 
     @classmethod
     def for_services(cls, services: Services) -> YIntake:
@@ -454,6 +456,8 @@ class YIntake:
                         if not p.future.done():
                             p.future.set_result(result[0])
                 return
+            self.store_batches += 1
+            self.stored_plans += len(live)
             for p, r in zip(live, results, strict=True):
                 if not p.future.done():
                     p.future.set_result(r)
