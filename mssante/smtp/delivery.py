@@ -295,7 +295,7 @@ _MAILBOXES_BY_ADDRESS = select(Mailbox.address, Mailbox.id, Mailbox.enabled).whe
 
 async def local_mailbox(services: Any, address: str) -> int | None:
     """The id of an existing, open local mailbox, or None (RFC 5321 §3.3: 550 5.1.1 at RCPT)."""
-    cache = services.extras.get(CACHE_KEY)
+    cache: MailboxCache | None = services.extras.get(CACHE_KEY)
     if cache is None:
         ttl = float(getattr(services.config.smtp, "rcpt_cache_seconds", 2.0))
         cache = services.extras[CACHE_KEY] = MailboxCache(ttl)
@@ -303,7 +303,7 @@ async def local_mailbox(services: Any, address: str) -> int | None:
     now = time.monotonic()
     found, value = cache.get(addr, now)
     if found:
-        return value  # type: ignore[no-any-return]
+        return value
     reader = _sqlite_reader(services)
     found = False
     if reader is not None:
@@ -312,7 +312,7 @@ async def local_mailbox(services: Any, address: str) -> int | None:
         except sqlite3.Error as e:  # busy (a checkpoint), schema not there yet: ask the engine
             log.debug("read-only RCPT lookup failed (%s); using the engine", type(e).__name__)
     if not found and services.engine.dialect.name != "sqlite":
-        lookups = services.extras.get(LOOKUPS_KEY)
+        lookups: MailboxLookups | None = services.extras.get(LOOKUPS_KEY)
         if lookups is None:
             lookups = services.extras[LOOKUPS_KEY] = MailboxLookups(services.engine)
         value = await lookups.get(addr)

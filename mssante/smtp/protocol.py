@@ -533,7 +533,7 @@ class GatewaySMTP(SMTP):
         rules) decides, so the reply is exactly the one the line reader gives. End of data is a line
         "." alone, i.e. ".CRLF" at the start of the data or after an LF, as for the line reader.
         """
-        reader = self._reader
+        reader: Any = self._reader  # its private `_limit` is raised while in DATA
         limits = self.limits
         max_size = limits.max_message_size
         saved_limit = reader._limit  # noqa: SLF001 (the StreamReader's buffer bound; restored below)
