@@ -199,6 +199,13 @@ class SqlStorage:
             self._fast = SqliteRunner(url.database, _sqlite_pragmas, readers=_READERS, max_batch=_MAX_BATCH)
             self._ops = SqliteOps(bind.dialect)
             weakref.finalize(self, self._fast.shutdown)
+        elif bind.dialect.name == "postgresql" and bind.dialect.driver == "asyncpg":
+            # PostgreSQL: the hot operations as plain SQL on a small asyncpg pool (store_pg).
+            from mssante.imap.store_pg import PgOps, PgRunner
+
+            self._fast = PgRunner(url)
+            self._ops = PgOps()
+            weakref.finalize(self, self._fast.shutdown)
 
     @property
     def batches(self) -> int:
@@ -209,7 +216,7 @@ class SqlStorage:
         return self._batched + (self._fast.batched if self._fast is not None else 0)
 
     async def aclose(self) -> None:
-        """Stop the SQLite fast path's threads (queued writes are committed first)."""
+        """Stop the fast path: SQLite threads (queued writes committed first), PostgreSQL pool."""
         if self._fast is not None:
             await self._fast.aclose()
 

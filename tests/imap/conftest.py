@@ -279,6 +279,9 @@ class Client:
             await asyncio.wait_for(self.task, 10)
         if self.ctx.audit_batch is not None:
             await self.ctx.audit_batch.close()
+        aclose = getattr(self.ctx.storage, "aclose", None)
+        if aclose is not None:
+            await aclose()  # the fast path's threads or pool (mssante.imap.sqlite_fast, store_pg)
 
     async def flush_audit(self) -> None:
         assert self.ctx.audit_batch is not None

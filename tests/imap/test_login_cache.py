@@ -3,6 +3,9 @@ the expense of rate limits, password changes, disabled mailboxes or plaintext in
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
+import pytest
 from sqlalchemy import update
 
 from .conftest import ADDRESS, OTHER, PASSWORD, Client, Env
@@ -23,10 +26,21 @@ class Clock:
         return self.t
 
 
+_storages: list[SqlStorage] = []
+
+
+@pytest.fixture(autouse=True)
+async def _close_storages() -> AsyncIterator[None]:
+    yield
+    while _storages:
+        await _storages.pop().aclose()
+
+
 def make(env: Env, *, ttl: float = 60.0, clock: Clock | None = None,
          limiter: FailureLimiter | None = None) -> tuple[LoginCache, Authenticator]:
     auth = Authenticator(env.services.sessions, limiter=limiter or FailureLimiter())
     storage = SqlStorage(env.services.sessions)
+    _storages.append(storage)
     return LoginCache(auth, storage.login_row, ttl=ttl, clock=clock or Clock()), auth
 
 

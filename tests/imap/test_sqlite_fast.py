@@ -1,5 +1,6 @@
-"""The SQLite fast path of SqlStorage (mssante.imap.sqlite_fast / store_sqlite): same rows as the
-ORM, group commit with one savepoint per operation, fallbacks from the loop's connection."""
+"""The fast paths of SqlStorage (SQLite: mssante.imap.sqlite_fast / store_sqlite; PostgreSQL:
+store_pg): same rows as the ORM; on SQLite group commit with one savepoint per operation and
+fallbacks from the loop's connection."""
 
 from __future__ import annotations
 
@@ -25,8 +26,8 @@ async def _inbox(st: SqlStorage, env: Env) -> int:
     return f.id
 
 
-async def test_fast_path_is_used_and_rows_match_the_orm(env_sqlite: Env) -> None:
-    env = env_sqlite
+async def test_fast_path_is_used_and_rows_match_the_orm(env: Env) -> None:
+    """On both backends (store_sqlite / store_pg)."""
     st = SqlStorage(env.services.sessions)
     assert st._fast is not None
     fid = await _inbox(st, env)
@@ -55,8 +56,7 @@ async def test_fast_path_is_used_and_rows_match_the_orm(env_sqlite: Env) -> None
     await st.aclose()
 
 
-async def test_expunge_commits_its_audit_events(env_sqlite: Env) -> None:
-    env = env_sqlite
+async def test_expunge_commits_its_audit_events(env: Env) -> None:
     st = SqlStorage(env.services.sessions)
     fid = await _inbox(st, env)
     uids = [await env.deliver(message(f"m{i}")) for i in range(3)]
