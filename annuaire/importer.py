@@ -17,6 +17,7 @@ Any FormatError (encoding, truncated or bomb archive) rolls the transaction back
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +43,32 @@ UNSEEN = "ann_stage_unseen"    # live hashes no row of the file matched (re-impo
 GONE = "ann_stage_gone"        # keys of the live rows to close / deactivate
 DROP = "ann_stage_drop"        # staged lines superseded by an earlier unchanged occurrence
 SCRATCH = (UNSEEN, GONE, DROP)
+
+
+LIVE = {STAGE_MAILBOX.name: "ann_mailbox", STAGE_PRACTITIONER.name: "ann_practitioner",
+        STAGE_STRUCTURE.name: "ann_structure", STAGE_ACTIVITY.name: "ann_activity", STAGE_SF.name: "ann_savoir_faire"}
+
+
+def _direct_sql(conn: AsyncConnection, stage: Table, own: bool, now: datetime) -> str:
+    """SQLite first load: the staged tuple (line, columns...) inserted straight into the live table.
+    ``?NNN`` parameters skip the line number; INSERT OR IGNORE in file order = first occurrence wins."""
+    proc = DateTime(timezone=True).dialect_impl(conn.dialect).bind_processor(conn.dialect)
+    stamp = proc(now) if proc else now.isoformat(sep=" ")
+    if not re.fullmatch(r"[0-9: .+-]+", str(stamp)):
+        raise ValueError(f"unexpected timestamp literal {stamp!r}")
+    now_sql = f"'{stamp}'"
+    cols = [c.name for c in stage.columns][1:]  # without "line"
+    values = [f"?{i + 2}" for i in range(len(cols))]
+    if stage is STAGE_MAILBOX:  # the last staged column is liste_rouge (False outside the operator file)
+        cols[-1:] = ["published", "own", "liste_rouge", "first_seen", "updated_at"]
+        values[-1:] = ["0" if own else "1", "1" if own else "0", f"?{len(values) + 1}", now_sql, now_sql]
+    else:
+        if stage is STAGE_PRACTITIONER:
+            cols.append("active")
+            values.append("1")
+        cols.append("updated_at")
+        values.append(now_sql)
+    return f"INSERT OR IGNORE INTO {LIVE[stage.name]} ({', '.join(cols)}) VALUES ({', '.join(values)})"  # noqa: S608
 
 
 @dataclass
@@ -94,13 +121,15 @@ class _Pipe:
 class _StageWriter:
     """Bulk-loads tuples into one staging table through the shared pipe."""
 
-    def __init__(self, conn: AsyncConnection, table: Table, batch: int, pipe: _Pipe) -> None:
+    def __init__(self, conn: AsyncConnection, table: Table, batch: int, pipe: _Pipe, direct: str | None = None) -> None:
         self.conn = conn
         self.table = table
         self.batch = batch
         self.pipe = pipe
         self.rows: list[tuple[object, ...]] = []
         self.written = 0
+        self.direct = direct  # SQLite first load: INSERT OR IGNORE straight into the live table
+        self.inserted = 0
         self.cols = [c.name for c in table.columns]
         self._pg = conn.dialect.name == "postgresql"
         marks = ", ".join("?" if not self._pg else f"${i + 1}" for i in range(len(self.cols)))
@@ -123,6 +152,9 @@ class _StageWriter:
             raw = await self.conn.get_raw_connection()
             await raw.driver_connection.copy_records_to_table(  # type: ignore[union-attr]
                 self.table.name, records=rows, columns=self.cols)
+        elif self.direct:
+            res = await self.conn.exec_driver_sql(self.direct, rows)  # type: ignore[arg-type]
+            self.inserted += int(res.rowcount or 0)
         else:
             await self.conn.exec_driver_sql(self._sql, rows)  # type: ignore[arg-type]
 
@@ -137,8 +169,12 @@ def _T(sql: str) -> TextClause:  # noqa: N802 - a typed text() with the :now par
 
 class Importer:
     def __init__(self, engine: AsyncEngine, *, limits: Limits | None = None, batch: int = 5000,
-                 progress: Progress | None = None, max_vanished: float = 0.2, skip_unchanged: bool = True) -> None:
+                 progress: Progress | None = None, max_vanished: float = 0.2, skip_unchanged: bool = True,
+                 direct_first_load: bool = True) -> None:
         self.engine = engine
+        # SQLite, every target table empty: rows go straight to the live tables (INSERT OR IGNORE in
+        # file order), no staging, dedupe or diff; False always stages (same result, slower)
+        self.direct_first_load = direct_first_load
         # re-import: rows whose content hash is already live are only marked seen, never staged
         # (snapshot.py); False stages every row and diffs in SQL (same result, slower)
         self.skip_unchanged = skip_unchanged
@@ -175,6 +211,11 @@ class Importer:
                 await conn.execute(text("SELECT pg_advisory_xact_lock(4242001)"))
             else:  # a bigger page cache for this connection: the merge touches every index page
                 await conn.exec_driver_sql(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
+                # pysqlite opens its transaction lazily, at the first INSERT/UPDATE/DELETE: DDL before
+                # that (a first load drops indexes first) would be autocommitted. Open it now.
+                raw = await conn.get_raw_connection()
+                if not raw.driver_connection.in_transaction:  # type: ignore[union-attr]
+                    await conn.exec_driver_sql("BEGIN")
             if layout.kind in (FileKind.MSSANTE, FileKind.OWN):
                 tables = [STAGE_MAILBOX]
             elif layout.kind is FileKind.SAVOIR_FAIRE:
@@ -185,49 +226,25 @@ class Importer:
                 await conn.execute(text(f"DROP TABLE IF EXISTS {t.name}"))
                 await conn.run_sync(t.create)
             t0 = time.perf_counter(), time.process_time()
-            known = await self._load_known(conn, layout) if self.skip_unchanged else Known()
-            tk = time.perf_counter(), time.process_time()
-            await self._stage(conn, src, layout, tables, report, known)
-            t1 = time.perf_counter(), time.process_time()
-            for t in tables:
-                report.duplicates += await self._dedupe(conn, t, pg)
-            ka = known.activity
-            if known.mailboxes is not None:
-                report.duplicates += known.mailboxes.repeats + await self._drop_superseded(
-                    conn, STAGE_MAILBOX.name, "ann_mailbox", "address", known.mailboxes)
-            if ka.practitioners is not None:
-                await self._drop_superseded(conn, STAGE_PRACTITIONER.name, "ann_practitioner", "idnps",
-                                            ka.practitioners)
-            if ka.structures is not None:
-                await self._drop_superseded(conn, STAGE_STRUCTURE.name, "ann_structure", "structure_id",
-                                            ka.structures)
-            t2 = time.perf_counter(), time.process_time()
-            if layout.kind in (FileKind.MSSANTE, FileKind.OWN):
-                await self._merge_mailboxes(conn, layout.kind, report, now, known.mailboxes)
-            elif layout.kind is FileKind.SAVOIR_FAIRE:
-                await self._merge_set(conn, "ann_savoir_faire", STAGE_SF.name, SF_DATA_COLUMNS, report, now,
-                                      ka.savoir_faire)
+            used = [t for t in tables if t is not STAGE_SF or ActivityRows(layout).has_sf]
+            direct: dict[str, str] = {}
+            if not pg and self.direct_first_load and all([await self._is_empty(conn, LIVE[t.name]) for t in used]):
+                direct = {t.name: _direct_sql(conn, t, layout.kind is FileKind.OWN, now) for t in used}
+                known = Known()
             else:
-                await self._merge_keyed(conn, "ann_practitioner", STAGE_PRACTITIONER.name, "idnps",
-                                        PRACTITIONER_DATA_COLUMNS, report, now, flag="active",
-                                        known=ka.practitioners)
-                await self._merge_keyed(conn, "ann_structure", STAGE_STRUCTURE.name, "structure_id",
-                                        STRUCTURE_DATA_COLUMNS, report, now, flag=None, known=ka.structures)
-                await self._merge_set(conn, "ann_activity", STAGE_ACTIVITY.name, ACTIVITY_DATA_COLUMNS,
-                                      report, now, ka.activities)
-                if ActivityRows(layout).has_sf:
-                    await self._merge_set(conn, "ann_savoir_faire", STAGE_SF.name, SF_DATA_COLUMNS, report, now,
-                                          ka.savoir_faire)
+                known = await self._load_known(conn, layout) if self.skip_unchanged else Known()
+            tk = time.perf_counter(), time.process_time()
+            if direct:
+                await self._first_load(conn, src, layout, tables, used, report, direct)
+            else:
+                await self._diff_load(conn, src, layout, tables, report, known, now, pg, tk)
             if pg and report.inserted + report.updated + report.closed > 10_000:
                 # fresh planner statistics after a big load, so FHIR/lookup plans use the indexes
                 live = {"mssante": ["ann_mailbox"], "own": ["ann_mailbox"], "savoirfaire": ["ann_savoir_faire"]}
                 for name in live.get(report.kind, ["ann_practitioner", "ann_structure", "ann_activity"]):
                     await conn.execute(text(f"ANALYZE {name}"))
-            t3 = time.perf_counter(), time.process_time()
-            # wall and CPU (this process: parsing, and SQLite's own work) seconds per phase
-            marks = {"load": (t0, tk), "stage": (tk, t1), "dedupe": (t1, t2), "merge": (t2, t3)}
-            report.seconds = {k: b[0] - a[0] for k, (a, b) in marks.items()}
-            report.cpu_seconds = {k: b[1] - a[1] for k, (a, b) in marks.items()}
+            report.seconds["load"] = tk[0] - t0[0]
+            report.cpu_seconds["load"] = tk[1] - t0[1]
             for name in [t.name for t in tables] + list(SCRATCH):
                 await conn.execute(text(f"DROP TABLE IF EXISTS {name}"))
             if not pg:
@@ -235,6 +252,67 @@ class Importer:
             await conn.execute(insert(ImportRun).values(
                 source=src.name[:300], kind=report.kind, at=now, rows=report.rows, bad_rows=report.bad_count,
                 inserted=report.inserted, updated=report.updated, closed=report.closed))
+
+    async def _is_empty(self, conn: AsyncConnection, live: str) -> bool:
+        return (await conn.execute(text(f"SELECT 1 FROM {live} LIMIT 1"))).first() is None  # noqa: S608
+
+    async def _first_load(self, conn: AsyncConnection, src: Source, layout: Layout, tables: list[Table],
+                          used: list[Table], report: FileReport, direct: dict[str, str]) -> None:
+        """SQLite, all target tables empty: straight into them, secondary indexes built once after."""
+        t0 = time.perf_counter(), time.process_time()
+        dropped: list[Index] = []
+        for t in used:
+            dropped += await self._drop_indexes_if_empty(conn, LIVE[t.name])
+        writers = await self._stage(conn, src, layout, tables, report, Known(), direct)
+        t1 = time.perf_counter(), time.process_time()
+        await self._create_indexes(conn, dropped)
+        t2 = time.perf_counter(), time.process_time()
+        report.inserted = sum(w.inserted for w in writers.values())
+        if layout.kind in (FileKind.MSSANTE, FileKind.OWN):  # duplicate addresses merged (first wins)
+            w = writers[STAGE_MAILBOX.name]
+            report.duplicates = w.written - w.inserted
+        marks = {"stage": (t0, t1), "dedupe": (t1, t1), "merge": (t1, t2)}
+        report.seconds = {k: b[0] - a[0] for k, (a, b) in marks.items()}
+        report.cpu_seconds = {k: b[1] - a[1] for k, (a, b) in marks.items()}
+
+    async def _diff_load(self, conn: AsyncConnection, src: Source, layout: Layout, tables: list[Table],
+                         report: FileReport, known: Known, now: datetime, pg: bool,
+                         tk: tuple[float, float]) -> None:
+        await self._stage(conn, src, layout, tables, report, known)
+        t1 = time.perf_counter(), time.process_time()
+        for t in tables:
+            report.duplicates += await self._dedupe(conn, t, pg)
+        ka = known.activity
+        if known.mailboxes is not None:
+            report.duplicates += known.mailboxes.repeats + await self._drop_superseded(
+                conn, STAGE_MAILBOX.name, "ann_mailbox", "address", known.mailboxes)
+        if ka.practitioners is not None:
+            await self._drop_superseded(conn, STAGE_PRACTITIONER.name, "ann_practitioner", "idnps",
+                                        ka.practitioners)
+        if ka.structures is not None:
+            await self._drop_superseded(conn, STAGE_STRUCTURE.name, "ann_structure", "structure_id",
+                                        ka.structures)
+        t2 = time.perf_counter(), time.process_time()
+        if layout.kind in (FileKind.MSSANTE, FileKind.OWN):
+            await self._merge_mailboxes(conn, layout.kind, report, now, known.mailboxes)
+        elif layout.kind is FileKind.SAVOIR_FAIRE:
+            await self._merge_set(conn, "ann_savoir_faire", STAGE_SF.name, SF_DATA_COLUMNS, report, now,
+                                  ka.savoir_faire)
+        else:
+            await self._merge_keyed(conn, "ann_practitioner", STAGE_PRACTITIONER.name, "idnps",
+                                    PRACTITIONER_DATA_COLUMNS, report, now, flag="active",
+                                    known=ka.practitioners)
+            await self._merge_keyed(conn, "ann_structure", STAGE_STRUCTURE.name, "structure_id",
+                                    STRUCTURE_DATA_COLUMNS, report, now, flag=None, known=ka.structures)
+            await self._merge_set(conn, "ann_activity", STAGE_ACTIVITY.name, ACTIVITY_DATA_COLUMNS,
+                                  report, now, ka.activities)
+            if ActivityRows(layout).has_sf:
+                await self._merge_set(conn, "ann_savoir_faire", STAGE_SF.name, SF_DATA_COLUMNS, report, now,
+                                      ka.savoir_faire)
+        t3 = time.perf_counter(), time.process_time()
+        marks = {"stage": (tk, t1), "dedupe": (t1, t2), "merge": (t2, t3)}
+        report.seconds = {k: b[0] - a[0] for k, (a, b) in marks.items()}
+        report.cpu_seconds = {k: b[1] - a[1] for k, (a, b) in marks.items()}
 
     async def _load_known(self, conn: AsyncConnection, layout: Layout) -> Known:
         """Digests of the live rows this file could leave unchanged (empty tables: none, stage all)."""
@@ -258,19 +336,19 @@ class Importer:
         return known
 
     async def _stage(self, conn: AsyncConnection, src: Source, layout: Layout, tables: list[Table],
-                     report: FileReport, known: Known) -> None:
+                     report: FileReport, known: Known, direct: dict[str, str] | None = None) -> dict[str, _StageWriter]:
         pipe = _Pipe()
+        writers = {t.name: _StageWriter(conn, t, self.batch * 5 if conn.dialect.name == "postgresql" else self.batch,
+                                        pipe, (direct or {}).get(t.name)) for t in tables}
         try:
-            await self._stage_rows(conn, src, layout, tables, report, pipe, known)
+            await self._stage_rows(src, layout, report, known, writers)
         finally:  # never leave a bulk write running when the transaction rolls back
             await pipe.wait()
+        return writers
 
-    async def _stage_rows(self, conn: AsyncConnection, src: Source, layout: Layout, tables: list[Table],
-                          report: FileReport, pipe: _Pipe, known: Known) -> None:
-        # asyncpg's COPY introspects the table on every call: fewer, larger batches on PostgreSQL
-        batch = self.batch * 5 if conn.dialect.name == "postgresql" else self.batch
-        writers = {t.name: _StageWriter(conn, t, batch, pipe) for t in tables}
-        tick = 0
+    async def _stage_rows(self, src: Source, layout: Layout, report: FileReport, known: Known,
+                          writers: dict[str, _StageWriter]) -> None:
+        # (asyncpg's COPY introspects the table on every call: fewer, larger batches on PostgreSQL)
 
         def bad(err: RowError) -> None:
             report.bad_count += 1
@@ -300,9 +378,8 @@ class Importer:
                 w.rows.append(parsed)
                 if len(w.rows) >= w.batch:
                     await w.flush()
-                    tick += 1
-                    if self.progress and tick % 10 == 0:
-                        self.progress(src.name, src.bytes_read, src.size)
+                if self.progress and report.rows % 50_000 == 0:
+                    self.progress(src.name, src.bytes_read, src.size)
         else:
             arows = ActivityRows(layout)
             arows.know(known.activity)
@@ -332,7 +409,7 @@ class Importer:
                     self.progress(src.name, src.bytes_read, src.size)
         for w in writers.values():
             await w.flush()
-        await pipe.wait()
+            await w.pipe.wait()
         report.staged = sum(w.written for w in writers.values())
         if self.progress:
             self.progress(src.name, src.size, src.size)

@@ -21,6 +21,11 @@ _b2b = hashlib.blake2b
 from_bytes = int.from_bytes
 
 MailboxTuple = tuple[object, ...]
+#: structure ids remembered while reading a Personne_activite file (first occurrence wins: a later
+#: row of a structure already taken is not staged). ~80 bytes each: 1 M = ~80 MB at most. The synthetic
+#: 2 M-row file lists 417k structures: all remembered, so a re-import never restages one that is
+#: listed again with other content (past the bound, the SQL dedupe still decides, only slower).
+STRUCTURES_REMEMBERED = 1_000_000
 
 
 class MailboxRows:
@@ -160,7 +165,7 @@ class ActivityRows:
                 if sid not in seen:
                     if not sid.isalnum() or len(sid) > 40:
                         return RowError(line, f"bad structure identifier {sid[:40]!r}")
-                    if len(seen) >= 50_000:
+                    if len(seen) >= STRUCTURES_REMEMBERED:
                         seen.clear()
                     seen.add(sid)
                     st: tuple[str, ...] = self._st(raw)

@@ -1,5 +1,6 @@
-"""The re-import fast path (unchanged rows skipped before staging, annuaire/snapshot.py) gives exactly
-the result of staging every row: same tables, same timestamps, same report, on both backends.
+"""The fast paths give exactly the result of staging every row and diffing in SQL: same tables, same
+timestamps, same report, on both backends. Fast paths: a re-import skips unchanged rows before staging
+(annuaire/snapshot.py); a first load on SQLite inserts straight into the empty live tables.
 
 The day-2 files are edited by hand to hit the corners: duplicates split between an unchanged line
 and a changed one in either order, a case-changed address, blank-padded fields, a bad row, vanished
@@ -97,8 +98,8 @@ def _edited_pa(src: Path, out: Path) -> Path:
     return _write(out, header, [*out_rows, again, st2])
 
 
-async def _run(engine: AsyncEngine, skip: bool, steps: list[tuple[Path, object]]) -> list[tuple[object, ...]]:
-    imp = Importer(engine, skip_unchanged=skip)
+async def _run(engine: AsyncEngine, fast: bool, steps: list[tuple[Path, object]]) -> list[tuple[object, ...]]:
+    imp = Importer(engine, skip_unchanged=fast, direct_first_load=fast)
     out = []
     for path, now in steps:
         [r] = await imp.import_path(path, now=now)  # type: ignore[arg-type]
@@ -144,3 +145,30 @@ async def test_same_file_reimport_stages_nothing(engine: AsyncEngine, files: dic
         [again] = await imp.import_path(files[key], now=DAY1)
         assert again.ok and again.staged == 0 and (again.inserted, again.updated, again.closed) == (0, 0, 0)
         assert again.duplicates == first.duplicates and again.rows == first.rows
+
+
+async def test_operator_file_first_then_public_same_as_full(engine: AsyncEngine, files: dict[str, Path]) -> None:
+    steps = [(files["own"], DAY0), (files["mssante"], DAY0), (files["own"], DAY1), (files["mssante_d1"], DAY1)]
+    fast = await _run(engine, True, steps)
+    fast_state = await _dump(engine)
+    await _reset(engine)
+    assert await _run(engine, False, steps) == fast
+    assert await _dump(engine) == fast_state
+
+
+async def test_first_load_refused_midway_leaves_empty_tables_and_indexes(engine: AsyncEngine, files: dict[str, Path],
+                                                                         tmp_path: Path) -> None:
+    async def indexes() -> list[str]:
+        async with engine.connect() as conn:
+            return sorted(await conn.run_sync(
+                lambda c: [ix["name"] for t in TABLES for ix in __import__("sqlalchemy").inspect(c).get_indexes(t)]))
+    before = await indexes()
+    for key in ("mssante", "activite"):
+        bad = tmp_path / files[key].name
+        bad.write_bytes(files[key].read_bytes() + "|".join(["x"] * 3).encode("latin-1") + b"\xe9|\n")
+        [rep] = await Importer(engine).import_path(bad, now=DAY0)
+        assert not rep.ok and "not UTF-8" in (rep.error or "")
+    async with engine.connect() as conn:
+        for t in TABLES:
+            assert (await conn.execute(text(f"SELECT COUNT(*) FROM {t}"))).scalar_one() == 0  # noqa: S608
+    assert await indexes() == before and before
