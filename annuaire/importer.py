@@ -243,8 +243,8 @@ class Importer:
                 live = {"mssante": ["ann_mailbox"], "own": ["ann_mailbox"], "savoirfaire": ["ann_savoir_faire"]}
                 for name in live.get(report.kind, ["ann_practitioner", "ann_structure", "ann_activity"]):
                     await conn.execute(text(f"ANALYZE {name}"))
-            report.seconds["load"] = tk[0] - t0[0]
-            report.cpu_seconds["load"] = tk[1] - t0[1]
+            report.seconds = {"load": tk[0] - t0[0], **report.seconds}
+            report.cpu_seconds = {"load": tk[1] - t0[1], **report.cpu_seconds}
             for name in [t.name for t in tables] + list(SCRATCH):
                 await conn.execute(text(f"DROP TABLE IF EXISTS {name}"))
             if not pg:
