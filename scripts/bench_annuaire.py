@@ -62,6 +62,7 @@ def run_child(args: list[str]) -> tuple[float, float, str, float]:
     Peak RSS and CPU come from the kernel's rusage of the child (``wait4``): exact, not sampled.
     """
     t0 = time.perf_counter()
+    s0 = server_cpu()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen([sys.executable, *args], stdout=out, stderr=err, text=True, cwd=REPO)
         _, status, ru = os.wait4(proc.pid, 0)
@@ -72,7 +73,30 @@ def run_child(args: list[str]) -> tuple[float, float, str, float]:
         stdout, stderr = out.read(), err.read()
     if proc.returncode != 0:
         raise SystemExit(f"child failed ({proc.returncode}): {stderr.strip()[-500:]}")
+    if PG_PID is not None:
+        stdout += f"PostgreSQL server CPU during this run: {server_cpu() - s0:.1f}s\n"
     return wall, ru.ru_maxrss / 1e3, stdout, ru.ru_utime + ru.ru_stime
+
+
+PG_PID: int | None = None  # postmaster of the throwaway server, to count the server's CPU too
+
+
+def server_cpu() -> float:
+    """CPU seconds used so far by the PostgreSQL server we started (postmaster, its live children and
+    the reaped ones, e.g. the import's backend); 0 when the server is not ours (--pg-url) or SQLite."""
+    if PG_PID is None:
+        return 0.0
+    import psutil
+    p = psutil.Process(PG_PID)
+    t = p.cpu_times()
+    total = t.user + t.system + t.children_user + t.children_system
+    for c in p.children():
+        try:
+            ct = c.cpu_times()
+            total += ct.user + ct.system
+        except psutil.Error:
+            pass
+    return total
 
 
 def load() -> str:
@@ -309,6 +333,8 @@ def main() -> int:
             else:
                 server = PgServer(bindir)
                 server.start()
+                global PG_PID
+                PG_PID = int((server.datadir / "postmaster.pid").read_text().split()[0])
                 url = server.create_database("bench_annuaire")
         try:
             if url:
