@@ -220,3 +220,65 @@ async def test_decide_in_a_process_pool_gives_the_same_answers(tmp_path: Path) -
         await server.stop()
         await intake.close()
         await close_services(services)
+
+
+async def test_a_resent_control_id_gets_the_stored_ack_even_if_deciding_again_would_refuse(env) -> None:
+    services, _, client = env
+    data = segur_bytes()
+    first = await client.send(data)
+    assert msa(first) == ("AA", "015")
+    bad, _ = bad_inputs(data)["unknown flag"]
+    assert await client.send(with_control_id(bad, "015")) == first  # MSH-10 identifies the message
+    assert (await counts(services))[:2] == (1, 3)
+
+
+async def test_concurrent_connections_are_each_acknowledged_after_their_storage(env) -> None:
+    import asyncio
+
+    services, server, _ = env
+    data = segur_bytes()
+
+    async def lis(ids: list[str]) -> list[bytes]:
+        c = await MllpClient.connect("127.0.0.1", server.port)
+        try:
+            return [await c.send(with_control_id(data, cid)) for cid in ids]
+        finally:
+            await c.close()
+
+    # Six labs' connections at once, two of them sending the same control id at the same time.
+    groups = [[f"K{n}{i}" for i in range(4)] for n in range(4)] + [["SAME"], ["SAME"]]
+    answers = await asyncio.gather(*(lis(g) for g in groups))
+    for ids, acks in zip(groups, answers, strict=True):
+        assert [msa(a) for a in acks] == [("AA", cid) for cid in ids]
+    assert answers[-1] == answers[-2]  # one delivery; the second got the first's ACK
+    async with services.sessions() as s:
+        rows = dict((await s.execute(select(YDelivery.control_id, func.count(YLeg.id))
+                                     .join(YLeg, YLeg.delivery_id == YDelivery.id).group_by(YDelivery.control_id))).all())
+    assert rows == {cid: 3 for g in groups for cid in g}
+
+
+async def test_store_plans_answers_a_duplicate_within_one_batch_with_the_first_ack(db_url: str, tmp_path: Path) -> None:
+    import asyncio
+
+    from mssante.y.service import PendingStore, StoragePlan, YIntake, store_plans
+
+    services = await make_services(db_url, tmp_path, senders=[sender_entry()])
+    intake = YIntake(services)
+    try:
+        now = services.now()
+        plans = [intake._decide(with_control_id(segur_bytes(), cid), {}, now) for cid in ("B1", "B2", "B1")]
+        assert all(isinstance(p, StoragePlan) for p in plans)
+        rule = intake.rules[0]
+        loop = asyncio.get_running_loop()
+        items = [PendingStore(p, rule, "test", "mllp", now, loop.create_future()) for p in plans]  # type: ignore[arg-type]
+        async with services.sessions() as s, s.begin():
+            first = await store_plans(s, items, audit=services.audit)
+        assert [r[2] for r in first] == [False, False, True]
+        assert first[2][:2] == first[0][:2] and first[0][0] != first[1][0]
+        async with services.sessions() as s, s.begin():
+            again = await store_plans(s, items, audit=services.audit)  # a re-run after COMMIT: all duplicates
+        assert [r[2] for r in again] == [True, True, True] and [r[:2] for r in again] == [r[:2] for r in first]
+        assert (await counts(services))[:2] == (2, 6)
+    finally:
+        await intake.close()
+        await close_services(services)
