@@ -310,7 +310,7 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--messages", type=int, default=400, help="30 KB CDA messages in the throughput phase")
     ap.add_argument("--segur-messages", type=int, default=60, help="SEGUR example messages in the throughput phase")
-    ap.add_argument("--connections", type=int, default=4, help="concurrent LIS connections")
+    ap.add_argument("--connections", type=int, default=8, help="concurrent LIS connections (one process)")
     ap.add_argument("--paced", type=float, default=20.0, help="rate of the latency phase (messages/s)")
     ap.add_argument("--paced-seconds", type=float, default=3.0, help="duration of the latency phase")
     ap.add_argument("--processes", type=int, default=0,
