@@ -19,7 +19,7 @@ import itertools
 from itertools import accumulate
 from array import array
 from bisect import bisect_left
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -36,14 +36,14 @@ class Digests:
     ``array`` boxes ~21 items per lookup (~2 µs); this is ~0.3 µs, and costs 8 bytes a bucket.
     """
 
-    __slots__ = ("hashes", "n", "seen", "first", "repeats", "_starts", "_shift", "_half")
+    __slots__ = ("hashes", "n", "seen", "first", "_repeats", "_starts", "_shift", "_half", "hit")
 
     def __init__(self, hashes: array, *, keyed: bool) -> None:  # type: ignore[type-arg]
         self.hashes = hashes
         self.n = n = len(hashes)
         self.seen = bytearray(n)
         self.first: array | None = array("i", bytes(4 * n)) if keyed else None  # type: ignore[type-arg]
-        self.repeats = 0  # hits on a row already seen (an identical duplicate line)
+        self._repeats = [0]  # hits on a row already seen (an identical duplicate line)
         bits = min(24, max(1, n.bit_length() - 1))
         self._shift = 64 - bits
         self._half = 1 << (bits - 1)  # signed hashes: (h >> shift) + half is in [0, 2**bits)
@@ -52,6 +52,11 @@ class Digests:
         for h in hashes:
             counts[(h >> shift) + half + 1] += 1
         self._starts = array("q", accumulate(counts))
+        self.hit = self._make_hit()
+
+    @property
+    def repeats(self) -> int:
+        return self._repeats[0]
 
     def __len__(self) -> int:
         return self.n
@@ -63,21 +68,26 @@ class Digests:
         i = bisect_left(self.hashes, h, starts[b], hi)
         return i if i < hi and self.hashes[i] == h else -1
 
-    def hit(self, h: int, line: int) -> bool:
-        """True (and mark it seen) if ``h`` is a live row hash."""
-        b = (h >> self._shift) + self._half  # _find, inlined: this is the per-row hot path
-        starts, hashes = self._starts, self.hashes
-        hi = starts[b + 1]
-        i = bisect_left(hashes, h, starts[b], hi)
-        if i >= hi or hashes[i] != h:
-            return False
-        if self.seen[i]:
-            self.repeats += 1
-        else:
-            self.seen[i] = 1
-            if self.first is not None:
-                self.first[i] = line
-        return True
+    def _make_hit(self) -> Callable[[int, int], bool]:
+        # the per-row hot path (millions of calls): a closure over locals, _find inlined
+        shift, half, starts, hashes = self._shift, self._half, self._starts, self.hashes
+        seen, first, repeats = self.seen, self.first, self._repeats
+
+        def hit(h: int, line: int) -> bool:
+            """True (and mark it seen) if ``h`` is a live row hash."""
+            b = (h >> shift) + half
+            hi = starts[b + 1]
+            i = bisect_left(hashes, h, starts[b], hi)
+            if i >= hi or hashes[i] != h:
+                return False
+            if seen[i]:
+                repeats[0] += 1
+            else:
+                seen[i] = 1
+                if first is not None:
+                    first[i] = line
+            return True
+        return hit
 
     def first_line(self, h: int) -> int | None:
         """The first line that matched live hash ``h``, or None if it was never seen."""
