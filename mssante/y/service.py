@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import insert, select, tuple_
+from sqlalchemy import insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -501,9 +501,13 @@ async def store_plans(session: AsyncSession, items: Sequence[PendingStore], *, a
     keys = list(dict.fromkeys((p.rule.key, p.plan.control_id) for p in items))
     found: dict[tuple[str, str], tuple[int, str]] = {}
     for i in range(0, len(keys), 200):
+        part = keys[i:i + 200]
+        # IN on both columns of the unique index (a row-value IN makes SQLite scan the whole index).
         rows = (await session.execute(select(YDelivery.sender_key, YDelivery.control_id, YDelivery.id, YDelivery.ack)
-                                      .where(tuple_(YDelivery.sender_key, YDelivery.control_id).in_(keys[i:i + 200])))).all()
-        found.update({(str(k), str(c)): (int(d), str(a)) for k, c, d, a in rows})
+                                      .where(YDelivery.sender_key.in_(sorted({k for k, _ in part})),
+                                             YDelivery.control_id.in_(sorted({c for _, c in part}))))).all()
+        wanted = set(part)
+        found.update({(str(k), str(c)): (int(d), str(a)) for k, c, d, a in rows if (str(k), str(c)) in wanted})
     new: dict[tuple[str, str], PendingStore] = {}
     for p in items:
         key = (p.rule.key, p.plan.control_id)

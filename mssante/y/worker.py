@@ -36,7 +36,7 @@ import secrets
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, exists, insert, select, tuple_, update
+from sqlalchemy import and_, exists, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -294,15 +294,19 @@ class YWorker:
         from mssante.store.queue import QueueMessage, QueueRecipient
         from mssante.store.queue import domain_of as queue_domain
 
-        q = (select(YLeg.id, YLeg.delivery_id, YLeg.message_id, YLeg.recipient)
-             .where(YLeg.kind == LEG_MSS, YLeg.state == ACCEPTED,
-                    tuple_(YLeg.delivery_id, YLeg.message_id).in_([(k[0], k[1]) for k in keys]))
+        # By Message-ID and delivery (their indexes); state and kind are checked below, not in SQL, so that
+        # SQLite does not walk the state index (accepted DMP legs may be many).
+        q = (select(YLeg.id, YLeg.delivery_id, YLeg.message_id, YLeg.recipient, YLeg.kind, YLeg.state)
+             .where(YLeg.message_id.in_(sorted({k[1] for k in keys})),
+                    YLeg.delivery_id.in_(sorted({k[0] for k in keys})))
              .order_by(YLeg.id))
         if self._pg:
             q = q.with_for_update(skip_locked=True)
         legs: dict[tuple[int, str], list[tuple[int, str]]] = {}
-        for leg_id, delivery_id, message_id, rcpt in (await s.execute(q)).all():
-            legs.setdefault((int(delivery_id), str(message_id)), []).append((int(leg_id), str(rcpt)))
+        wanted = {(k[0], k[1]) for k in keys}
+        for leg_id, delivery_id, message_id, rcpt, kind, state in (await s.execute(q)).all():
+            if (int(delivery_id), str(message_id)) in wanted and kind == LEG_MSS and state == ACCEPTED:
+                legs.setdefault((int(delivery_id), str(message_id)), []).append((int(leg_id), str(rcpt)))
         work = [k for k in keys if (k[0], k[1]) in legs]  # the others: another worker did them
         if not work:
             return 0
