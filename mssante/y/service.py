@@ -6,14 +6,17 @@
 Order of operations (issue 7, "AA only after the request is durably stored as a Y delivery"):
 1. the sending system is looked up in config.mllp.senders (application, facility) and, when its
    rule names a certificate, checked against the validated TLS client certificate;
-2. a message control id already stored for that sender is answered with the stored ACK, nothing
-   else happens (duplicate: HL7 v2.5 §2.10.1, MSH-10 is unique per sending system);
-3. `mssante.y.intake.decide` (pure) validates everything and plans every leg, or refuses with
-   AE/AR + ERR: a refusal stores nothing, so nothing is ever half-sent;
+2. `mssante.y.intake.decide` (pure, in a thread or a process) validates everything, plans every leg
+   and renders the leg messages, or refuses with AE/AR + ERR: a refusal stores nothing, so nothing
+   is ever half-sent;
+3. a message control id already stored for that sender is answered with the stored ACK, nothing
+   else happens (duplicate: HL7 v2.5 §2.10.1, MSH-10 is unique per sending system) — a refusal
+   looks for it before answering, an accepted plan finds it in step 4;
 4. the delivery, its legs (one per DMP document, one per MSSanté recipient), their payloads and the
-   audit event are written in ONE transaction (group commit: several messages share one fsync);
+   audit event are written in ONE transaction shared by every plan waiting at that moment
+   (`store_plans`: a fixed number of statements, one fsync);
 5. only after COMMIT is the ACK AA returned to the listener, which writes it to the socket.
-A crash before 5 means no AA: the lab resends; the duplicate guard of step 2/4 makes that safe.
+A crash before 5 means no AA: the lab resends; the duplicate guard of step 3/4 makes that safe.
 """
 
 from __future__ import annotations
