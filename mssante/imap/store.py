@@ -105,8 +105,20 @@ def norm_flags(flags: Iterable[str]) -> tuple[str, ...]:
     return tuple(sorted(out))
 
 
-def _flags(s: str) -> tuple[str, ...]:
-    return tuple(s.split()) if s else ()
+_FLAG_TUPLES: dict[str, tuple[str, ...]] = {}
+
+
+def _flags(s: str | None) -> tuple[str, ...]:
+    """Stored flags to a tuple, interned: every session's view of every message with the same
+    flags shares one tuple (10,000 IDLE sessions each hold their folder's flags)."""
+    if not s:
+        return ()
+    t = _FLAG_TUPLES.get(s)
+    if t is None:
+        t = tuple(s.split())
+        if len(_FLAG_TUPLES) < 4096:  # distinct flag combinations are few; keywords could be many
+            _FLAG_TUPLES[s] = t
+    return t
 
 
 _F = cast(Table, Folder.__table__)

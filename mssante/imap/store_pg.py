@@ -29,6 +29,7 @@ from mssante.imap.store import (
     MessageMeta,
     StoreError,
     StoreResult,
+    _flags,
 )
 from mssante.store.mail import NOTIFY_CHANNEL
 from mssante.store.models import utcnow
@@ -116,10 +117,6 @@ async def _keep(_conn: Any) -> None:
 
 def _finfo(r: Sequence[Any]) -> FolderInfo:
     return FolderInfo(int(r[0]), r[1], r[2], int(r[3]), int(r[4]), int(r[5]), bool(r[6]))
-
-
-def _flags(s: str | None) -> tuple[str, ...]:
-    return tuple(s.split()) if s else ()
 
 
 def _json_out(v: Any) -> Any:

@@ -25,6 +25,7 @@ from mssante.imap.store import (
     MessageMeta,
     StoreError,
     StoreResult,
+    _flags,
     _chunks,
 )
 from mssante.store.models import AuditEvent, Message, utcnow
@@ -40,10 +41,6 @@ INLINE_BYTES = 256 * 1024  # FETCH of raw messages totalling at most this size
 
 def _finfo(r: Sequence[Any]) -> FolderInfo:
     return FolderInfo(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]))
-
-
-def _flags(s: str | None) -> tuple[str, ...]:
-    return tuple(s.split()) if s else ()
 
 
 def _ids(xs: Sequence[int]) -> str:
