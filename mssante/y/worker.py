@@ -36,7 +36,7 @@ import secrets
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, exists, insert, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -642,21 +642,32 @@ class YWorker:
 
     # --- 4. relay hand-over ---------------------------------------------------------------------------
     async def check_relay(self, now: dt.datetime) -> int:
+        """`queued` legs whose relay queue rows are gone: `sent`. The queue rows are looked up by the legs'
+        Message-IDs in one pass per 500 (queue_message.message_id has no index: a NOT EXISTS per leg
+        scanned the whole queue once per queued leg)."""
         try:
             from mssante.store.queue import QueueMessage, QueueRecipient
         except ImportError:  # pragma: no cover
             return 0
-        pending = exists().where(and_(QueueRecipient.queue_message_id == QueueMessage.id,
-                                      QueueMessage.message_id == YLeg.message_id,
-                                      QueueRecipient.rcpt == YLeg.recipient))
         async with self.services.sessions() as s, s.begin():
-            legs = list((await s.scalars(
-                select(YLeg).where(YLeg.kind == LEG_MSS, YLeg.state == QUEUED, ~pending).limit(self.batch)
-            )).all())
-            for leg in legs:
-                await transition(s, leg.id, SENT, now=now, reason="accepted by the recipient's operator")
-                self.services.metrics.y_legs.labels(kind=LEG_MSS, state=SENT).inc()
-        return len(legs)
+            legs = (await s.execute(
+                select(YLeg.id, YLeg.delivery_id, YLeg.message_id, YLeg.recipient)
+                .where(YLeg.kind == LEG_MSS, YLeg.state == QUEUED).order_by(YLeg.id))).all()
+            if not legs:
+                return 0
+            pending: set[tuple[str, str]] = set()
+            mids = sorted({str(m) for _, _, m, _ in legs if m})
+            for i in range(0, len(mids), 500):
+                pending.update((str(m), str(r)) for m, r in (await s.execute(
+                    select(QueueMessage.message_id, QueueRecipient.rcpt)
+                    .join(QueueRecipient, QueueRecipient.queue_message_id == QueueMessage.id)
+                    .where(QueueMessage.message_id.in_(mids[i:i + 500])))).all())
+            gone = [Change(int(i), LEG_MSS, QUEUED, int(d), SENT, "accepted by the recipient's operator")
+                    for i, d, m, r in legs if (str(m), str(r)) not in pending][: self.batch]
+            moved = await apply_many(s, gone, now=now)
+        for _ in moved:
+            self.services.metrics.y_legs.labels(kind=LEG_MSS, state=SENT).inc()
+        return len(moved)
 
     # --- 5. ZAM business acknowledgements ----------------------------------------------------------
     async def send_zams(self, now: dt.datetime) -> int:
