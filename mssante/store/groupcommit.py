@@ -416,7 +416,8 @@ class GroupCommitter:
                     f.set_result(r)
 
     async def _run_batch(self, batch: list[tuple[Job, asyncio.Future[Any]]]) -> list[Any]:
-        async with self._sessions() as session:
+        session = self._sessions()
+        try:
             async with session.begin():
                 deliveries = [job for job, _ in batch if isinstance(job, LocalDelivery)]
                 folders: list[list[int]] = []
@@ -464,7 +465,24 @@ class GroupCommitter:
                         raise
                     except Exception as e:
                         raise _JobFailed(i, e) from e
+        except BaseException:
+            await _close_quietly(session)
+            raise
+        # Committed: answer the waiters now (the 250s), then give the connection back to the pool (its
+        # reset is one more round trip / driver hand-off). A failure from here on must not make the caller
+        # run these jobs again: they are durable.
+        for (_, f), r in zip(batch, results, strict=True):
+            if not f.done():
+                f.set_result(r)
+        await _close_quietly(session)
         return results
+
+
+async def _close_quietly(session: AsyncSession) -> None:
+    try:
+        await session.close()
+    except Exception:  # noqa: BLE001 - the connection is discarded by the pool; the outcome is known
+        log.warning("closing a group-commit session failed", exc_info=True)
 
 
 class _JobFailed(Exception):
