@@ -147,6 +147,23 @@ def _partial(data: bytes, p: tuple[int, int] | None) -> tuple[bytes, bytes]:
     return data[start : start + n], b"<%d>" % start
 
 
+_ENVELOPES: dict[str, bytes] = {}  # stored ENVELOPE JSON text -> its wire form (a pure function)
+_ENVELOPES_MAX = 20_000
+
+
+def _envelope(d: MessageDetail) -> bytes:
+    key = d.envelope_key
+    if key is None:
+        return response.envelope(d.envelope)
+    wire = _ENVELOPES.get(key)
+    if wire is None:
+        wire = response.envelope(d.envelope)
+        if len(_ENVELOPES) >= _ENVELOPES_MAX:
+            _ENVELOPES.clear()
+        _ENVELOPES[key] = wire
+    return wire
+
+
 def render(msn: int, d: MessageDetail, atts: list[FetchAtt], *, add_uid: bool, add_modseq: bool,
            flags: tuple[str, ...] | None = None) -> bytes:
     """One '* n FETCH (...)' response."""
@@ -166,7 +183,7 @@ def render(msn: int, d: MessageDetail, atts: list[FetchAtt], *, add_uid: bool, a
         elif a.name == "RFC822.SIZE":
             items.append(b"RFC822.SIZE %d" % d.size)
         elif a.name == "ENVELOPE":
-            items.append(b"ENVELOPE " + response.envelope(d.envelope))
+            items.append(b"ENVELOPE " + _envelope(d))
         elif a.name == "BODYSTRUCTURE":
             items.append(b"BODYSTRUCTURE " + response.bodystructure(d.bodystructure, True))
         elif a.name == "BODY" and a.section is None:

@@ -76,12 +76,14 @@ class SqliteRunner:
             if c.in_transaction:
                 c.execute("COMMIT")
 
-    def _inline_call(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    def _inline_call(self, fn: Callable[..., Any], args: tuple[Any, ...], snapshot: bool = True) -> Any:
         c = self._inline
         if c is None:
             c = self._connect()
             c.execute("PRAGMA busy_timeout=0")
             self._inline = c
+        if not snapshot:  # one statement: atomic by itself
+            return fn(c, *args)
         c.execute("BEGIN")
         try:
             return fn(c, *args)
@@ -89,14 +91,15 @@ class SqliteRunner:
             if c.in_transaction:
                 c.execute("COMMIT")
 
-    async def read(self, fn: Callable[..., Any], *args: Any, inline: bool = False) -> Any:
+    async def read(self, fn: Callable[..., Any], *args: Any, inline: bool = False, snapshot: bool = True) -> Any:
         """fn(connection, *args) in one read transaction: on a reader thread, or with `inline` (for
-        reads bounded to a few rows) right here on the loop's own connection."""
+        reads bounded to a few rows) right here on the loop's own connection, where `snapshot=False`
+        (fn runs a single statement) spares the BEGIN/COMMIT."""
         if self._closed:
             raise RuntimeError("storage closed")
         if inline:
             try:
-                return self._inline_call(fn, args)
+                return self._inline_call(fn, args, snapshot)
             except sqlite3.OperationalError as e:
                 if "locked" not in str(e) and "busy" not in str(e):
                     raise

@@ -68,6 +68,7 @@ class MessageDetail:
     envelope: Any
     bodystructure: Any
     raw: bytes | None = None
+    envelope_key: str | None = None  # the stored ENVELOPE JSON text: key of fetch.py's rendering cache
 
 
 @dataclass
@@ -341,14 +342,16 @@ class SqlStorage:
 
     async def folders(self, mailbox_id: int) -> list[FolderInfo]:
         if self._fast is not None:
-            return cast(list[FolderInfo], await self._fast.read(self._ops.folders, mailbox_id, inline=True))
+            return cast(list[FolderInfo], await self._fast.read(self._ops.folders, mailbox_id, inline=True,
+                                                            snapshot=False))
         async with self._read() as s:
             rows = (await s.execute(select(*_FOLDER_COLS).where(Folder.mailbox_id == mailbox_id))).all()
         return sorted((_finfo(f) for f in rows), key=lambda f: (f.name != "INBOX", f.name))
 
     async def folder(self, mailbox_id: int, name: str) -> FolderInfo | None:
         if self._fast is not None:
-            return cast("FolderInfo | None", await self._fast.read(self._ops.folder, mailbox_id, name, inline=True))
+            return cast("FolderInfo | None", await self._fast.read(self._ops.folder, mailbox_id, name, inline=True,
+                                                            snapshot=False))
         async with self._read() as s:
             f = (await s.execute(select(*_FOLDER_COLS).where(Folder.mailbox_id == mailbox_id,
                                                              Folder.name == name))).first()
@@ -356,7 +359,8 @@ class SqlStorage:
 
     async def highestmodseq(self, folder_id: int) -> int | None:
         if self._fast is not None:
-            return cast("int | None", await self._fast.read(self._ops.highestmodseq, folder_id, inline=True))
+            return cast("int | None", await self._fast.read(self._ops.highestmodseq, folder_id, inline=True,
+                                                            snapshot=False))
         async with self._read() as s:
             v = await s.scalar(select(Folder.highestmodseq).where(Folder.id == folder_id))
         return None if v is None else int(v)
@@ -735,7 +739,7 @@ class SqlStorage:
         """(password_hash, enabled) of the mailbox with this (lower-case) address, for LoginCache."""
         if self._fast is not None:
             return cast("tuple[str | None, bool] | None", await self._fast.read(self._ops.login_row, address,
-                                                                                inline=True))
+                                                                                inline=True, snapshot=False))
         async with self._read() as s:
             r = (await s.execute(select(Mailbox.password_hash, Mailbox.enabled)
                                  .where(Mailbox.address == address))).first()
@@ -743,7 +747,8 @@ class SqlStorage:
 
     async def status(self, folder_id: int) -> FolderStatus:
         if self._fast is not None:
-            return cast(FolderStatus, await self._fast.read(self._ops.status, folder_id, inline=True))
+            return cast(FolderStatus, await self._fast.read(self._ops.status, folder_id, inline=True,
+                                                            snapshot=False))
         async with self._read() as s:
             rows = (await s.execute(select(Message.flags, Message.size).where(Message.folder_id == folder_id))).all()
         unseen = deleted = size = 0

@@ -76,7 +76,7 @@ class PgRunner:
         self._pool = pool
         return pool
 
-    async def read(self, fn: Callable[..., Any], *args: Any, inline: bool = False) -> Any:
+    async def read(self, fn: Callable[..., Any], *args: Any, inline: bool = False, snapshot: bool = True) -> Any:
         pool = await self._get()
         async with pool.acquire() as c:
             return await fn(c, *args)
@@ -185,6 +185,7 @@ class PgOps:
                    "FROM message m WHERE m.folder_id = $1 AND m.uid = ANY($2::bigint[]) ORDER BY m.uid")
         out: list[MessageDetail] = []
         for uid, fl, ms, idate, size, env, bs, data in await c.fetch(sql, folder_id, sorted(uids)):
+            key = env if summary and isinstance(env, str) else None
             if summary:
                 env, bs = _json_out(env), _json_out(bs)
             if data is not None:
@@ -195,10 +196,12 @@ class PgOps:
                                            "WHERE m.folder_id = $1 AND m.uid = $2", folder_id, uid)
                     data = bytes(got or b"")
                 env, bs = summarize(data)
+                key = None
                 if not raw:
                     data = None
             d = idate if idate.tzinfo else idate.replace(tzinfo=_UTC)
-            out.append(MessageDetail(int(uid), _flags(fl), int(ms), d, int(size), env, bs, data))
+            out.append(MessageDetail(int(uid), _flags(fl), int(ms), d, int(size), env, bs, data,
+                                     key if env is not None and key != "null" else None))
         return out
 
     details_small = details

@@ -141,6 +141,7 @@ class SqliteOps:
         for chunk in _chunks(sorted(uids), _CHUNK):
             rows = c.execute(sql, (folder_id, _ids(chunk))).fetchall()
             for uid, fl, ms, idate, size, env, bs, data in rows:
+                key = env if summary and isinstance(env, str) else None
                 if summary:
                     env = None if env is None else dec(env)
                     bs = None if bs is None else dec(bs)
@@ -152,11 +153,13 @@ class SqliteOps:
                                         "WHERE m.folder_id = ? AND m.uid = ?", (folder_id, uid)).fetchone()
                         data = bytes(got[0]) if got is not None and got[0] is not None else b""
                     env, bs = summarize(data)
+                    key = None
                     if not raw:
                         data = None
                 d = date_out(idate)
                 d = d if d.tzinfo else d.replace(tzinfo=_UTC)
-                out.append(MessageDetail(uid, _flags(fl), ms, d, size, env, bs, data))
+                out.append(MessageDetail(uid, _flags(fl), ms, d, size, env, bs, data,
+                                         key if env is not None and key != "null" else None))
         return out
 
     def details_small(self, c: Any, folder_id: int, uids: Sequence[int], raw: bool, summary: bool

@@ -13,7 +13,9 @@ from sqlalchemy import select
 
 from .conftest import Env, message
 
-from mssante.imap import store_sqlite
+from mssante.imap import fetch as fetchmod
+from mssante.imap import response, store_sqlite
+from mssante.imap.parser import FetchAtt
 from mssante.imap.mime import summarize
 from mssante.imap.sqlite_fast import SqliteRunner
 from mssante.imap.store import SqlStorage, StoreError
@@ -51,6 +53,14 @@ async def test_fast_path_is_used_and_rows_match_the_orm(env: Env) -> None:
     assert a.internaldate == when and a.internaldate.tzinfo is not None
     res = await st.store_flags(fid, [uid, uid2], "+", ["\\Seen"], None)
     assert [m.uid for m in res.changed] == [uid, uid2] and len(res.first_seen) == 2
+    # ENVELOPE's wire form is cached by the stored JSON text: same bytes as rendering it afresh.
+    d1 = (await st.details(fid, [uid], raw=False))[0]
+    assert d1.envelope_key is not None
+    first = fetchmod.render(1, d1, [FetchAtt("ENVELOPE")], add_uid=False, add_modseq=False)
+    again = fetchmod.render(1, (await st.details(fid, [uid], raw=False))[0], [FetchAtt("ENVELOPE")],
+                            add_uid=False, add_modseq=False)
+    assert first == again and response.envelope(d1.envelope) in first
+    assert fetchmod._ENVELOPES[d1.envelope_key] == response.envelope(d1.envelope)
     status = await st.status(fid)
     assert (status.messages, status.unseen, status.deleted, status.size) == (2, 0, 0, 2 * len(raw))
     await st.aclose()
@@ -127,7 +137,7 @@ async def test_inline_read_falls_back_when_busy(env_sqlite: Env, monkeypatch: py
     env = env_sqlite
     st = SqlStorage(env.services.sessions)
 
-    def busy(self: SqliteRunner, fn: object, args: object) -> None:
+    def busy(self: SqliteRunner, fn: object, args: object, snapshot: bool = True) -> None:
         raise sqlite3.OperationalError("database is locked")
 
     monkeypatch.setattr(SqliteRunner, "_inline_call", busy)
