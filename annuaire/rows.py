@@ -141,51 +141,65 @@ class ActivityRows:
         or unchanged: already live, see :meth:`know`)."""
         if len(raw) != self.width:
             return RowError(line, f"expected {self.width} columns, found {len(raw)}")
+        # every check comes first: a bad row must leave nothing behind (not staged, not marked seen,
+        # and not remembered as this professional's run, so their next good row stages them)
+        ac: tuple[str, ...] | None = None
+        sid = ""
+        new_sid = False
+        if self._ac is not None:
+            ac = self._ac(raw)
+            sid = ac[1]
+            if sid and sid not in self._seen_struct:
+                if not sid.isalnum() or len(sid) > 40:
+                    return RowError(line, f"bad structure identifier {sid[:40]!r}")
+                new_sid = True
         pp: tuple[str, ...] = self._pp(raw)
         idnps = pp[2]
         prac: tuple[object, ...] | None = None
         if idnps != self._last_idnps or pp != self._last_pp:
-            reason = check_pp(pp[0], pp[1], idnps)
-            if reason:
-                return RowError(line, reason)
             if self._st is not None:  # consecutive rows of one professional: stage the person once
                 h = from_bytes(_b2b("\x1f".join(pp).encode(), digest_size=8).digest(), "big", signed=True)
-                if self._kp is None or not self._kp.hit(h, line):
+                kp = self._kp
+                if kp is None or not kp.hit(h, line):  # a live hash was checked when it was imported
+                    reason = check_pp(pp[0], pp[1], idnps)
+                    if reason:
+                        return RowError(line, reason)
                     prac = (line, idnps, pp[0], pp[1], pp[3], pp[4], pp[5], pp[6], pp[7], pp[8], pp[9],
                             pp[10], pp[11], norm(pp[6]), norm(pp[7]), h)
+            else:
+                reason = check_pp(pp[0], pp[1], idnps)
+                if reason:
+                    return RowError(line, reason)
             self._last_idnps, self._last_pp = idnps, pp
         struct = act = None
-        if self._st is not None and self._ac is not None:
-            ac: tuple[str, ...] = self._ac(raw)
-            sid = ac[1]
-            if sid:
-                seen = self._seen_struct
+        if ac is not None and self._st is not None:
+            if new_sid:
                 # first occurrence wins: a structure already taken from an earlier row (same or other
                 # content) is not staged again; past the bounded memory, the SQL dedupe decides
-                if sid not in seen:
-                    if not sid.isalnum() or len(sid) > 40:
-                        return RowError(line, f"bad structure identifier {sid[:40]!r}")
-                    if len(seen) >= STRUCTURES_REMEMBERED:
-                        seen.clear()
-                    seen.add(sid)
-                    st: tuple[str, ...] = self._st(raw)
-                    h = from_bytes(_b2b("\x1f".join(st).encode(), digest_size=8).digest(), "big", signed=True)
-                    if self._ks is None or not self._ks.hit(h, line):
-                        street = " ".join(x for x in (st[7], st[8], st[9], st[10]) if x)
-                        complement = " ".join(x for x in (st[11], st[12], st[13]) if x)
-                        cp = st[15]
-                        city = st[17] or city_of(st[14], cp)
-                        struct = (line, sid, st[1], st[2], st[3], st[4], st[5], st[6], street, complement, cp,
-                                  st[16], city, st[18], st[19], st[20], department_of(cp, st[21]),
-                                  norm(st[5] or st[6]), norm(city), h)
+                seen = self._seen_struct
+                if len(seen) >= STRUCTURES_REMEMBERED:
+                    seen.clear()
+                seen.add(sid)
+                st: tuple[str, ...] = self._st(raw)
+                h = from_bytes(_b2b("\x1f".join(st).encode(), digest_size=8).digest(), "big", signed=True)
+                if self._ks is None or not self._ks.hit(h, line):
+                    street = " ".join(x for x in (st[7], st[8], st[9], st[10]) if x)
+                    complement = " ".join(x for x in (st[11], st[12], st[13]) if x)
+                    cp = st[15]
+                    city = st[17] or city_of(st[14], cp)
+                    struct = (line, sid, st[1], st[2], st[3], st[4], st[5], st[6], street, complement, cp,
+                              st[16], city, st[18], st[19], st[20], department_of(cp, st[21]),
+                              norm(st[5] or st[6]), norm(city), h)
             h = from_bytes(_b2b("\x1f".join(ac).encode(), digest_size=8).digest(), "big", signed=True)
-            if self._ka is None or not self._ka.hit(h, line):
+            ka = self._ka
+            if ka is None or not ka.hit(h, line):
                 act = (line, idnps, h, sid, *ac[4:12])
         sf_t = None
         if self._sf is not None:
             sf: tuple[str, ...] = self._sf(raw)
             if sf[3]:
                 h = from_bytes(_b2b("\x1f".join(sf).encode(), digest_size=8).digest(), "big", signed=True)
-                if self._kf is None or not self._kf.hit(h, line):
+                kf = self._kf
+                if kf is None or not kf.hit(h, line):
                     sf_t = (line, idnps, h, *sf[1:])
         return prac, struct, act, sf_t

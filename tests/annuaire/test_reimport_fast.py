@@ -172,3 +172,20 @@ async def test_first_load_refused_midway_leaves_empty_tables_and_indexes(engine:
         for t in TABLES:
             assert (await conn.execute(text(f"SELECT COUNT(*) FROM {t}"))).scalar_one() == 0  # noqa: S608
     assert await indexes() == before and before
+
+
+async def test_bad_first_row_of_a_professional_does_not_lose_them(engine: AsyncEngine, files: dict[str, Path],
+                                                                 tmp_path: Path) -> None:
+    header, rows = _lines(files["activite"])
+    sid = PA_COLUMNS.index("Identifiant technique de la structure")
+    first = rows[0]
+    bad = list(first)
+    bad[sid] = "R-1!"
+    path = _write(tmp_path / files["activite"].name, header, [bad, first])
+    for _ in range(2):  # first load, then a re-import of the same file
+        [rep] = await Importer(engine).import_path(path, now=DAY0)
+        assert rep.ok and [(e.line, e.reason.split(" ")[1]) for e in rep.bad] == [(2, "structure")]
+        async with engine.connect() as conn:
+            active = (await conn.execute(text("SELECT active FROM ann_practitioner WHERE idnps = :i"),
+                                         {"i": first[2]})).scalar_one()
+        assert active
