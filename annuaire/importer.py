@@ -12,6 +12,12 @@ Per file (a .txt, or each .txt member of a zip), in ONE transaction:
      inactive. Nothing is ever deleted except activity/savoir-faire rows, which have no identity
      beyond their content. Re-importing the same file therefore changes nothing.
 Any FormatError (encoding, truncated or bomb archive) rolls the transaction back: previous data intact.
+
+Two fast paths, same results (tests/annuaire/test_reimport_fast.py compares them with the above):
+  - re-import: the live rows' ``row_hash`` are loaded as compact digests (snapshot.py); a row whose
+    hash is live is only marked seen, never staged; vanished = live hashes never seen;
+  - SQLite first load (every target table empty): rows go straight into the live tables with
+    INSERT OR IGNORE in file order (first occurrence wins), no staging, dedupe or diff.
 """
 
 from __future__ import annotations
