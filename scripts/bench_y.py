@@ -248,7 +248,7 @@ async def main(args: argparse.Namespace) -> None:
     intake = YIntake(services, decide_processes=args.processes)
     services.extras["y_intake"] = intake
     server = await start_mllp(services, host="127.0.0.1", port=0, handler=intake.handle_frame)
-    worker = YWorker(services, dmp=None, poll_interval=0.05)
+    worker = YWorker(services, dmp=None, poll_interval=1.0)  # as start_y (serve): woken by each intake commit
     worker.start()
     async with services.sessions() as s:
         box = await mailbox_by_address(s, PRESCRIBER)
