@@ -176,6 +176,39 @@ class _Batch:
         self.failed: BaseException | None = None
 
 
+class _Views:
+    """The message list of recently opened folders, reused by the next SELECT of the same folder
+    while it did not change: every change bumps the folder's HIGHESTMODSEQ (and UIDNEXT on
+    delivery), so (mailbox, id, name, UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ) equal means the same
+    messages. Sessions selecting the same folder then share the MessageMeta objects (10,000 IDLE
+    sessions on one folder) and SELECT skips reading them. Read from the snapshot that read the
+    folder row (store_sqlite / store_pg open_folder_small)."""
+
+    MAX_FOLDERS = 256
+    MAX_MESSAGES = 20_000
+
+    def __init__(self) -> None:
+        self._map: dict[tuple[int, int], tuple[FolderInfo, list[MessageMeta]]] = {}
+
+    def get(self, mailbox_id: int, f: FolderInfo) -> list[MessageMeta] | None:
+        hit = self._map.get((mailbox_id, f.id))
+        if hit is None:
+            return None
+        g = hit[0]
+        if (g.name, g.uidvalidity, g.uidnext, g.highestmodseq) != (f.name, f.uidvalidity, f.uidnext,
+                                                                    f.highestmodseq):
+            return None
+        return hit[1]
+
+    def put(self, mailbox_id: int, f: FolderInfo, msgs: list[MessageMeta]) -> None:
+        if len(msgs) > self.MAX_MESSAGES:
+            return
+        self._map.pop((mailbox_id, f.id), None)
+        if len(self._map) >= self.MAX_FOLDERS:
+            self._map.pop(next(iter(self._map)))
+        self._map[(mailbox_id, f.id)] = (f, msgs)
+
+
 class SqlStorage:
     """Storage over mssante.store (SQLite or PostgreSQL). `published` is called after each commit
     with the folder ids that changed, for in-process wake-ups (mssante.store.notify)."""
@@ -202,6 +235,7 @@ class SqlStorage:
         # SQLite in a file: the hot operations run as plain SQL on our own threads (sqlite_fast).
         self._fast: Any = None
         self._ops: Any = None
+        self._views = _Views()
         url = bind.url
         if (self._group and url.database and url.database != ":memory:" and not url.query
                 and not url.database.startswith("file:")):
@@ -377,13 +411,15 @@ class SqlStorage:
         """SELECT: the folder row first, then its messages, on one connection. A change committed
         between the two reads has a MODSEQ above the folder's and is reported by the next sync."""
         if self._fast is not None:
-            opened = await self._fast.read(self._ops.open_folder_small, mailbox_id, name, inline=True)
+            opened = await self._fast.read(self._ops.open_folder_small, mailbox_id, name, self._views, inline=True)
             if opened is None:
                 return None
             f, msgs = opened
             if msgs is None:  # a big folder: read on a reader thread, not on the loop
                 msgs = await self._fast.read(self._ops.messages, f.id)
-            return f, msgs
+            else:
+                self._views.put(mailbox_id, f, msgs)
+            return f, list(msgs)
         async with self._read() as s:
             f = (await s.execute(select(*_FOLDER_COLS).where(Folder.mailbox_id == mailbox_id,
                                                              Folder.name == name))).first()

@@ -148,12 +148,17 @@ class PgOps:
         return [MessageMeta(int(u), _flags(f), int(m)) for u, f, m in rows]
 
     @staticmethod
-    async def open_folder_small(c: Any, mailbox_id: int, name: str
+    async def open_folder_small(c: Any, mailbox_id: int, name: str, views: Any = None
                                 ) -> tuple[FolderInfo, list[MessageMeta] | None] | None:
-        f = await PgOps.folder(c, mailbox_id, name)
-        if f is None:
-            return None
-        return f, await PgOps.messages(c, f.id)
+        async with c.transaction(isolation="repeatable_read", readonly=True):  # one snapshot for both
+            f = await PgOps.folder(c, mailbox_id, name)
+            if f is None:
+                return None
+            if views is not None:
+                hit = views.get(mailbox_id, f)
+                if hit is not None:
+                    return f, hit
+            return f, await PgOps.messages(c, f.id)
 
     @staticmethod
     async def changes_since(c: Any, folder_id: int, modseq: int) -> Changes | None:

@@ -108,11 +108,17 @@ class SqliteOps:
         return f, SqliteOps.messages(c, f.id)
 
     @staticmethod
-    def open_folder_small(c: Any, mailbox_id: int, name: str) -> tuple[FolderInfo, list[MessageMeta] | None] | None:
-        """open_folder, with None for the messages when there may be more than INLINE_ROWS."""
+    def open_folder_small(c: Any, mailbox_id: int, name: str, views: Any = None
+                          ) -> tuple[FolderInfo, list[MessageMeta] | None] | None:
+        """open_folder, with None for the messages when there may be more than INLINE_ROWS. `views`
+        (SqlStorage._views) may answer the messages when the folder did not change since."""
         f = SqliteOps.folder(c, mailbox_id, name)
         if f is None:
             return None
+        if views is not None:
+            hit = views.get(mailbox_id, f)
+            if hit is not None:
+                return f, hit
         if f.uidnext - 1 > INLINE_ROWS:
             return f, None
         return f, SqliteOps.messages(c, f.id)

@@ -146,3 +146,25 @@ async def test_inline_read_falls_back_when_busy(env_sqlite: Env, monkeypatch: py
     await st.aclose()
     with pytest.raises(RuntimeError):
         await st.folder(env.mailbox_id, "INBOX")
+
+
+async def test_select_reuses_an_unchanged_folder_view(env: Env) -> None:
+    st = SqlStorage(env.services.sessions)
+    fid = await _inbox(st, env)
+    uids = [await env.deliver(message(f"m{i}")) for i in range(3)]
+    a = await st.open_folder(env.mailbox_id, "INBOX")
+    b = await st.open_folder(env.mailbox_id, "INBOX")
+    assert a is not None and b is not None and a[1] == b[1] and a[1] is not b[1]
+    assert all(x is y for x, y in zip(a[1], b[1], strict=True))  # shared, immutable MessageMeta
+    # Any change (flags, delivery, expunge) bumps HIGHESTMODSEQ: the next SELECT reads afresh.
+    await st.store_flags(fid, uids[:1], "+", ["\\Deleted"], None)
+    c = await st.open_folder(env.mailbox_id, "INBOX")
+    assert c is not None and c[1][0].flags == ("\\Deleted",) and c[0].highestmodseq > a[0].highestmodseq
+    await st.expunge(fid, None)
+    new = await env.deliver(message("late"))
+    d = await st.open_folder(env.mailbox_id, "INBOX")
+    assert d is not None and [m.uid for m in d[1]] == [*uids[1:], new]
+    # Another mailbox never sees this one's view.
+    other = await st.open_folder(env.other_id, "INBOX")
+    assert other is not None and other[1] == []
+    await st.aclose()
