@@ -48,7 +48,7 @@ def committer_for(services: Any) -> GroupCommitter:
     c = services.extras.get(COMMITTER_KEY)
     if c is None:
         pg = services.engine.dialect.name == "postgresql"
-        c = GroupCommitter(services.sessions, max_batch=128, workers=2 if pg else 1)
+        c = GroupCommitter(services.sessions, max_batch=128, workers=2 if pg else 1, hold_connections=True)
         services.extras[COMMITTER_KEY] = c
     return c  # type: ignore[no-any-return]
 
