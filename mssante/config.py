@@ -72,6 +72,7 @@ class SmtpConfig:
     data_timeout: float = 600.0
     max_connections_per_peer: int = 20
     max_connections_per_peer_per_minute: int = 600
+    rcpt_cache_seconds: float = 2.0  # RCPT mailbox lookups cached this long (a disabled mailbox: at most this late)
 
 
 @dataclass
