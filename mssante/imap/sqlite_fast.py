@@ -161,19 +161,27 @@ class SqliteRunner:
             fn, args, _fut, _loop = batch[i]
             try:
                 conn.execute("SAVEPOINT op")
-                try:
-                    r = fn(conn, *args)
-                except BaseException:
-                    conn.execute("ROLLBACK TO op")
-                    conn.execute("RELEASE op")
-                    raise
-                conn.execute("RELEASE op")
-                results.append((True, r))
+            except BaseException as e:  # noqa: BLE001 - the transaction is unusable: all fail
+                broken = e
+                break
+            try:
+                r = fn(conn, *args)
             except BaseException as e:  # noqa: BLE001 - answered to its caller
                 results.append((False, e))
-                if not conn.in_transaction:  # the savepoint could not be rolled back: all fail
+                try:  # undo this operation only; if that fails (SQLite may have rolled back the
+                    # whole transaction itself: I/O error, disk full), the whole batch fails
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                except BaseException as e2:  # noqa: BLE001
+                    broken = e2
+                    break
+            else:
+                try:
+                    conn.execute("RELEASE op")
+                except BaseException as e:  # noqa: BLE001
                     broken = e
                     break
+                results.append((True, r))
             i += 1
             if i >= self._max_batch:
                 break
@@ -200,9 +208,11 @@ class SqliteRunner:
                     log.exception("ROLLBACK failed")
             from mssante.imap.store import StoreError
 
-            err = StoreError("transaction failed", "SERVERBUG")
-            err.__cause__ = broken
-            results = [(False, err)] * len(batch)
+            results = []
+            for _ in batch:
+                err = StoreError("transaction failed", "SERVERBUG")
+                err.__cause__ = broken
+                results.append((False, err))
         by_loop: dict[Any, list[tuple[Any, bool, Any]]] = {}
         for (_fn, _args, fut, loop), (ok, val) in zip(batch, results, strict=False):
             by_loop.setdefault(loop, []).append((fut, ok, val))

@@ -168,3 +168,28 @@ async def test_select_reuses_an_unchanged_folder_view(env: Env) -> None:
     other = await st.open_folder(env.other_id, "INBOX")
     assert other is not None and other[1] == []
     await st.aclose()
+
+
+async def test_a_lost_transaction_fails_its_whole_batch_and_nothing_unacknowledged_is_kept(env_sqlite: Env) -> None:
+    env = env_sqlite
+    st = SqlStorage(env.services.sessions)
+    fid = await _inbox(st, env)
+
+    def lose(c: sqlite3.Connection) -> None:
+        c.execute("ROLLBACK")  # as SQLite does by itself on an I/O error or a full disk
+        raise sqlite3.OperationalError("disk I/O error")
+
+    now = dt.datetime.now(dt.timezone.utc)
+    raws = [message(f"x{i}") for i in range(4)]
+    results = await asyncio.gather(st.append(fid, raws[0], [], now), st.append(fid, raws[1], [], now),
+                                   st._fast.write(lose), st.append(fid, raws[2], [], now),
+                                   st.append(fid, raws[3], [], now), return_exceptions=True)
+    assert isinstance(results[2], StoreError) and results[2].code == "SERVERBUG"
+    kept = {u for u, _m in (r for r in results if isinstance(r, tuple))}
+    for r in results:
+        assert isinstance(r, tuple) or (isinstance(r, StoreError) and r.code == "SERVERBUG")
+    # Exactly the acknowledged appends are there, and the writer goes on working.
+    assert {m.uid for m in await st.messages(fid)} == kept
+    uid, _modseq = await st.append(fid, message("after"), [], now)
+    assert uid in {m.uid for m in await st.messages(fid)}
+    await st.aclose()
