@@ -32,6 +32,20 @@ MAX_NAME = 500  # Folder.name column size
 _DNT = re.compile(rb"^disposition-notification-to:[ \t]*(.*)$", re.IGNORECASE | re.MULTILINE)
 
 
+def receipt_requests(rows: Any) -> list[tuple[int, str | None, str]]:
+    """(uid, Message-ID, notify-to) for the rows (uid, message_id, head of the raw message) whose header
+    carries Disposition-Notification-To (RFC 8098 §2.1)."""
+    out: list[tuple[int, str | None, str]] = []
+    for uid, mid, head in rows:
+        h = bytes(head or b"")
+        end = h.find(b"\r\n\r\n")
+        h = h if end < 0 else h[:end]
+        m = _DNT.search(h.replace(b"\r\n", b"\n"))
+        if m:
+            out.append((int(uid), mid, m.group(1).strip().decode("utf-8", "replace")))
+    return out
+
+
 class StoreError(Exception):
     """A refused operation; `code` is the IMAP response code (RFC 5530) for the NO."""
 
@@ -573,13 +587,7 @@ class SqlStorage:
             rows = (await s.execute(select(Message.uid, Message.message_id, func.substr(Blob.data, 1, 16384))
                                     .join(Blob, Blob.id == Message.blob_id)
                                     .where(Message.folder_id == folder_id, Message.uid.in_(chunk)))).all()
-            for uid, mid, head in rows:
-                h = bytes(head or b"")
-                end = h.find(b"\r\n\r\n")
-                h = h if end < 0 else h[:end]
-                m = _DNT.search(h.replace(b"\r\n", b"\n"))
-                if m:
-                    out.append((int(uid), mid, m.group(1).strip().decode("utf-8", "replace")))
+            out.extend(receipt_requests(rows))
         return out
 
     async def copy(self, folder_id: int, uids: Sequence[int], dest_id: int, *, move: bool) -> list[tuple[int, int]]:

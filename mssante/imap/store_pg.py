@@ -21,7 +21,6 @@ from sqlalchemy.engine import URL
 
 from mssante.imap.mime import summarize
 from mssante.imap.store import (
-    _DNT,
     Changes,
     FolderInfo,
     FolderStatus,
@@ -30,6 +29,7 @@ from mssante.imap.store import (
     StoreError,
     StoreResult,
     _flags,
+    receipt_requests,
 )
 from mssante.store.mail import NOTIFY_CHANNEL
 from mssante.store.models import utcnow
@@ -280,18 +280,10 @@ class PgOps:
 
     @staticmethod
     async def _receipts(c: Any, folder_id: int, uids: list[int]) -> list[tuple[int, str | None, str]]:
-        out: list[tuple[int, str | None, str]] = []
         rows = await c.fetch("SELECT m.uid, m.message_id, substr(b.data, 1, 16384) FROM message m "
                              "JOIN blob b ON b.id = m.blob_id WHERE m.folder_id = $1 AND m.uid = ANY($2::bigint[])",
                              folder_id, uids)
-        for uid, mid, head in rows:
-            h = bytes(head or b"")
-            end = h.find(b"\r\n\r\n")
-            h = h if end < 0 else h[:end]
-            m = _DNT.search(h.replace(b"\r\n", b"\n"))
-            if m:
-                out.append((int(uid), mid, m.group(1).strip().decode("utf-8", "replace")))
-        return out
+        return receipt_requests(rows)
 
     @staticmethod
     async def append(c: Any, folder_id: int, raw: bytes, digest: str, flags: str, internaldate: dt.datetime,

@@ -17,7 +17,6 @@ from sqlalchemy import Table
 
 from mssante.imap.mime import summarize
 from mssante.imap.store import (
-    _DNT,
     Changes,
     FolderInfo,
     FolderStatus,
@@ -27,6 +26,7 @@ from mssante.imap.store import (
     StoreResult,
     _flags,
     _chunks,
+    receipt_requests,
 )
 from mssante.store.models import AuditEvent, Message, utcnow
 
@@ -247,13 +247,7 @@ class SqliteOps:
             rows = c.execute("SELECT m.uid, m.message_id, substr(b.data, 1, 16384) FROM message m "
                              "JOIN blob b ON b.id = m.blob_id WHERE m.folder_id = ? AND m.uid IN (SELECT value FROM json_each(?))",
                              (folder_id, _ids(chunk))).fetchall()
-            for uid, mid, head in rows:
-                h = bytes(head or b"")
-                end = h.find(b"\r\n\r\n")
-                h = h if end < 0 else h[:end]
-                m = _DNT.search(h.replace(b"\r\n", b"\n"))
-                if m:
-                    out.append((uid, mid, m.group(1).strip().decode("utf-8", "replace")))
+            out.extend(receipt_requests(rows))
         return out
 
     def append(self, c: Any, folder_id: int, raw: bytes, digest: str, flags: str, internaldate: dt.datetime,
