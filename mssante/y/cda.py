@@ -7,6 +7,7 @@ declaration is refused outright (CONTRACTS.md XML rule), before and after parsin
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from lxml import etree
@@ -125,8 +126,14 @@ def _attr(el: etree._Element | None, name: str) -> str:
     return str(el.get(name) or "").strip()
 
 
+@functools.lru_cache(maxsize=128)
+def _xpath(path: str) -> etree.XPath:
+    """A compiled XPath (compiling one on every call cost a quarter of the header parse)."""
+    return etree.XPath(path, namespaces=NS)
+
+
 def _one(root: etree._Element, path: str) -> etree._Element | None:
-    found = root.xpath(path, namespaces=NS)
+    found = _xpath(path)(root)
     return found[0] if isinstance(found, list) and found else None
 
 
@@ -197,17 +204,17 @@ def parse_cda_header(data: bytes, *, max_bytes: int = DEFAULT_MAX_CDA_BYTES) -> 
         raise CdaError("the CDA has no recordTarget/patientRole", app_code=AppErrorCode.NO_INS)
     ids = tuple(
         (_attr(i, "root"), _attr(i, "extension"))
-        for i in patient_role.xpath("cda:id", namespaces=NS)
+        for i in _xpath("cda:id")(patient_role)
         if isinstance(i, etree._Element)
     )
     name = _one(patient_role, "cda:patient/cda:name")
     families: list[str] = []
     givens: list[str] = []
     if name is not None:
-        fam = [f for f in name.xpath("cda:family", namespaces=NS) if isinstance(f, etree._Element)]
+        fam = [f for f in _xpath("cda:family")(name) if isinstance(f, etree._Element)]
         fam.sort(key=lambda f: 0 if f.get("qualifier") == "BR" else 1)
         families = [_text(f) for f in fam if _text(f)]
-        giv = [g for g in name.xpath("cda:given", namespaces=NS) if isinstance(g, etree._Element)]
+        giv = [g for g in _xpath("cda:given")(name) if isinstance(g, etree._Element)]
         givens = [_text(g) for g in giv if _text(g)]
     author_el = _one(root, "cda:author/cda:assignedAuthor")
     perf_org = _one(
@@ -250,7 +257,7 @@ def parse_cda_header(data: bytes, *, max_bytes: int = DEFAULT_MAX_CDA_BYTES) -> 
         ),
         practice_setting=_coded(_one(perf_org, "cda:standardIndustryClassCode")) if perf_org is not None else None,
         template_ids=tuple(
-            _attr(t, "root") for t in root.xpath("cda:templateId", namespaces=NS) if isinstance(t, etree._Element)
+            _attr(t, "root") for t in _xpath("cda:templateId")(root) if isinstance(t, etree._Element)
         ),
         structured_body=_one(root, "cda:component/cda:structuredBody") is not None,
     )

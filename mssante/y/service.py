@@ -518,11 +518,12 @@ async def store_plans(session: AsyncSession, items: Sequence[PendingStore], *, a
             new[key] = p
     if new:
         digests: dict[str, bytes] = {}
+        digest_of: dict[int, str] = {}  # id(payload) -> its SHA-256: each payload is hashed once
         for p in new.values():
-            for leg in p.plan.mail_legs:
-                digests.setdefault(hashlib.sha256(leg.raw).hexdigest(), leg.raw)
-            for req_dmp in p.plan.dmp:
-                digests.setdefault(hashlib.sha256(req_dmp.cda).hexdigest(), req_dmp.cda)
+            for payload in [leg.raw for leg in p.plan.mail_legs] + [req_dmp.cda for req_dmp in p.plan.dmp]:
+                if id(payload) not in digest_of:
+                    digest_of[id(payload)] = hashlib.sha256(payload).hexdigest()
+                digests.setdefault(digest_of[id(payload)], payload)
         blob_ids: dict[str, int] = {}
         if digests:
             await session.execute(_insert_ignore(session, Blob, ["sha256"]),
@@ -546,7 +547,7 @@ async def store_plans(session: AsyncSession, items: Sequence[PendingStore], *, a
             ins = plan.patient_ins or ""
             n = len(legs)
             for leg in plan.mail_legs:
-                blob_id = blob_ids[hashlib.sha256(leg.raw).hexdigest()]
+                blob_id = blob_ids[digest_of[id(leg.raw)]]
                 for rcpt in leg.recipients:
                     rid = ins if leg.group == "patient" else plan.recipient_ids.get(rcpt.lower(), "")
                     legs.append({"delivery_id": delivery_id, "kind": LEG_MSS, "group": leg.group, "recipient": rcpt,
@@ -559,7 +560,7 @@ async def store_plans(session: AsyncSession, items: Sequence[PendingStore], *, a
                 fields["restrictions"] = sorted(req_dmp.restrictions)
                 legs.append({"delivery_id": delivery_id, "kind": LEG_DMP, "group": "", "recipient": req_dmp.ins,
                              "recipient_id": req_dmp.ins, "message_id": None,
-                             "blob_id": blob_ids[hashlib.sha256(req_dmp.cda).hexdigest()], "state": ACCEPTED,
+                             "blob_id": blob_ids[digest_of[id(req_dmp.cda)]], "state": ACCEPTED,
                              "state_at": now, "attempts": 0, "next_attempt_at": now, "detail": {"request": fields}})
             ev = audit.event(
                 "y.accepted", p.actor, "ok", delivery_id=delivery_id, sender=p.rule.key, control_id=plan.control_id[:64],

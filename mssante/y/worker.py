@@ -374,7 +374,8 @@ class YWorker:
         if queued:
             # The rows of mssante.store.queue.enqueue (NOTIFY=SUCCESS,FAILURE,DELAY, ENVID, RET=HDRS), for
             # every queued leg message at once.
-            raws = {hashlib.sha256(prepared[k[2]][0]).hexdigest(): prepared[k[2]][0] for k, _, _ in queued}
+            digest_of = {k[2]: hashlib.sha256(prepared[k[2]][0]).hexdigest() for k, _, _ in queued}  # each hashed once
+            raws = {digest_of[k[2]]: prepared[k[2]][0] for k, _, _ in queued}
             dialect = s.bind.dialect.name if s.bind is not None else "sqlite"
             ins: Any = postgresql.insert(Blob) if dialect == "postgresql" else sqlite.insert(Blob)
             await s.execute(ins.on_conflict_do_nothing(index_elements=["sha256"]),
@@ -383,7 +384,7 @@ class YWorker:
                 select(Blob.id, Blob.sha256).where(Blob.sha256.in_(list(raws))))).all()}
             qids = [int(r[0]) for r in (await s.execute(
                 insert(QueueMessage).returning(QueueMessage.id, sort_by_parameter_order=True),
-                [{"blob_id": blob_ids[hashlib.sha256(prepared[k[2]][0]).hexdigest()], "mail_from": sender,
+                [{"blob_id": blob_ids[digest_of[k[2]]], "mail_from": sender,
                   "envid": envid_for(k[1]), "ret": "HDRS", "message_id": k[1], "size": len(prepared[k[2]][0]),
                   "actor": sender[:500], "created_at": now} for k, sender, _ in queued])).all()]
             await s.execute(insert(QueueRecipient), [
