@@ -393,10 +393,17 @@ class Importer:
             ws = writers.get(STAGE_STRUCTURE.name)
             wa = writers.get(STAGE_ACTIVITY.name)
             wf = writers[STAGE_SF.name]
+            # re-import: a line whose parts are all live is only marked seen, on its raw bytes
+            unchanged = arows.unchanged
+            progress = self.progress
             for line, raw in iter_lines(src):
                 report.rows += 1
                 if raw is None:
                     bad(RowError(line, TOO_LONG))
+                    continue
+                if unchanged is not None and unchanged(line, raw):
+                    if progress and report.rows % 50_000 == 0:
+                        progress(src.name, src.bytes_read, src.size)
                     continue
                 parsed = arows.parse(line, decode_fields(src, line, raw))
                 if isinstance(parsed, RowError):

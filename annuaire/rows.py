@@ -8,6 +8,7 @@ with its line number and reason; the caller skips it and reports it.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from operator import itemgetter
 
@@ -125,14 +126,93 @@ class ActivityRows:
         self._sf = itemgetter(*[ix[c] for c in (_PP[2], *_SF)]) if self.has_sf else None
         self._last_idnps = ""
         self._last_pp: tuple[str, ...] = ()
-        self._seen_struct: set[str] = set()
+        # structure ids already taken, as UTF-8 bytes (shared by parse and the raw-bytes fast path)
+        self._seen_struct: set[bytes] = set()
+        self._raw_last_pp: tuple[bytes, ...] = ()  # the fast path's own "same professional" run
         k = KnownActivity()
         self._kp, self._ks, self._ka, self._kf = k.practitioners, k.structures, k.activities, k.savoir_faire
+        self.unchanged: Callable[[int, bytes], bool] | None = None
 
     def know(self, known: KnownActivity) -> None:
-        """Re-import: a part whose hash is live is marked seen in ``known`` instead of returned."""
+        """Re-import: a part whose hash is live is marked seen in ``known`` instead of returned.
+        With the full layout and every digest present, also enables :attr:`unchanged`."""
         self._kp, self._ks = known.practitioners, known.structures
         self._ka, self._kf = known.activities, known.savoir_faire
+        ok = self._st is not None and None not in (self._kp, self._ks, self._ka)
+        self.unchanged = self._make_unchanged() if ok and (self._kf is not None or not self.has_sf) else None
+
+    def _make_unchanged(self) -> Callable[[int, bytes], bool]:
+        """The re-import fast path on a line's raw bytes (no decode, no str objects): True when every
+        part parse would look up is live, and then marks them seen exactly as parse would; False
+        (nothing marked, no state changed) sends the line through decode + :meth:`parse`.
+
+        Same decisions as parse: the fields are the same (``|`` never occurs inside a UTF-8 multi-byte
+        sequence), a part's hash is BLAKE2b of the same UTF-8 bytes ("\x1f".join(str).encode() ==
+        b"\x1f".join(bytes)), and a line whose parts are all live passes every check parse makes (a
+        live hash was validated when imported). All hashes are looked up before any is marked, so a
+        line that parse would refuse (bad identifier) leaves nothing behind. The line is still checked
+        to be UTF-8 (a wrong encoding aborts the file: parse's path raises it)."""
+        assert self._st is not None and self._ac is not None and self._kp is not None
+        assert self._ks is not None and self._ka is not None
+        width, ppg, stg, acg, sfg = self.width, self._pp, self._st, self._ac, self._sf
+        kp, ks, ka, kf = self._kp, self._ks, self._ka, self._kf
+        fp, fs, fa = kp.make_find(), ks.make_find(), ka.make_find()
+        ff = kf.make_find() if kf is not None else None
+        mp, ms, ma = kp.mark, ks.mark, ka.mark
+        mf = kf.mark if kf is not None else None
+        seen_struct = self._seen_struct
+        b2b, frm, sep = _b2b, from_bytes, b"\x1f"
+
+        def unchanged(line: int, raw: bytes) -> bool:
+            f = raw.split(b"|")
+            if f[-1] == b"":
+                f.pop()
+            if len(f) != width:
+                return False
+            if not raw.isascii():
+                try:
+                    raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    return False
+            pp = ppg(f)
+            ip = -1
+            if pp != self._raw_last_pp:
+                ip = fp(frm(b2b(sep.join(pp), digest_size=8).digest(), "big", signed=True))
+                if ip < 0:
+                    return False
+            ac = acg(f)
+            sid = ac[1]
+            i_s = -1
+            if sid and sid not in seen_struct:
+                i_s = fs(frm(b2b(sep.join(stg(f)), digest_size=8).digest(), "big", signed=True))
+                if i_s < 0:
+                    return False
+            ia = fa(frm(b2b(sep.join(ac), digest_size=8).digest(), "big", signed=True))
+            if ia < 0:
+                return False
+            i_f = -1
+            if sfg is not None:
+                sf = sfg(f)
+                if sf[3]:
+                    if ff is None:
+                        return False
+                    i_f = ff(frm(b2b(sep.join(sf), digest_size=8).digest(), "big", signed=True))
+                    if i_f < 0:
+                        return False
+            # every part is live: commit, in parse's order
+            if ip >= 0:
+                mp(ip, line)
+                self._raw_last_pp = pp
+            if i_s >= 0:
+                if len(seen_struct) >= STRUCTURES_REMEMBERED:
+                    seen_struct.clear()
+                seen_struct.add(sid)
+                ms(i_s, line)
+            ma(ia, line)
+            if i_f >= 0:
+                mf(i_f, line)  # type: ignore[misc]
+            return True
+        return unchanged
 
     def parse(self, line: int, raw: list[str]) -> (
             tuple[tuple[object, ...] | None, tuple[object, ...] | None, tuple[object, ...] | None,
@@ -149,7 +229,7 @@ class ActivityRows:
         if self._ac is not None:
             ac = self._ac(raw)
             sid = ac[1]
-            if sid and sid not in self._seen_struct:
+            if sid and sid.encode() not in self._seen_struct:
                 if not sid.isalnum() or len(sid) > 40:
                     return RowError(line, f"bad structure identifier {sid[:40]!r}")
                 new_sid = True
@@ -179,7 +259,7 @@ class ActivityRows:
                 seen = self._seen_struct
                 if len(seen) >= STRUCTURES_REMEMBERED:
                     seen.clear()
-                seen.add(sid)
+                seen.add(sid.encode())
                 st: tuple[str, ...] = self._st(raw)
                 h = from_bytes(_b2b("\x1f".join(st).encode(), digest_size=8).digest(), "big", signed=True)
                 if self._ks is None or not self._ks.hit(h, line):

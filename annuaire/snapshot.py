@@ -89,6 +89,27 @@ class Digests:
             return True
         return hit
 
+    def make_find(self) -> Callable[[int], int]:
+        """A closure ``find(h)``: the index of live hash ``h`` (-1 if absent), marking nothing; pair it
+        with :meth:`mark` when a caller must check several hashes before committing to any."""
+        shift, half, starts, hashes = self._shift, self._half, self._starts, self.hashes
+
+        def find(h: int) -> int:
+            b = (h >> shift) + half
+            hi = starts[b + 1]
+            i = bisect_left(hashes, h, starts[b], hi)
+            return i if i < hi and hashes[i] == h else -1
+        return find
+
+    def mark(self, i: int, line: int) -> None:
+        """Mark the live hash at index ``i`` (from ``find``) seen by ``line``, as :meth:`hit` does."""
+        if self.seen[i]:
+            self._repeats[0] += 1
+        else:
+            self.seen[i] = 1
+            if self.first is not None:
+                self.first[i] = line
+
     def first_line(self, h: int) -> int | None:
         """The first line that matched live hash ``h``, or None if it was never seen."""
         i = self._find(h)

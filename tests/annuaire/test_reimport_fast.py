@@ -189,3 +189,83 @@ async def test_bad_first_row_of_a_professional_does_not_lose_them(engine: AsyncE
             active = (await conn.execute(text("SELECT active FROM ann_practitioner WHERE idnps = :i"),
                                          {"i": first[2]})).scalar_one()
         assert active
+
+
+def _parts(path: Path, fast: bool, known: object) -> list[object]:
+    """Run one ActivityRows over ``path`` (the importer's loop, without the database); return what it
+    would stage and the marks it left in ``known``."""
+    from annuaire.reader import decode_fields, iter_lines, open_sources, read_header
+    from annuaire.rows import ActivityRows
+    out: list[object] = []
+    for src in open_sources(path):
+        rows = ActivityRows(read_header(src))
+        rows.know(known)  # type: ignore[arg-type]
+        if fast:
+            assert rows.unchanged is not None
+        for line, raw in iter_lines(src):
+            assert raw is not None
+            if fast and rows.unchanged is not None and rows.unchanged(line, raw):
+                continue
+            parts = rows.parse(line, decode_fields(src, line, raw))
+            if parts != (None, None, None, None):  # all unchanged: nothing to stage
+                out.append(parts)
+    return out
+
+
+def _known_from(path: Path) -> object:
+    from array import array
+
+    from annuaire.rows import KnownActivity
+    from annuaire.snapshot import Digests
+    hashes: list[set[int]] = [set(), set(), set(), set()]
+    for parts in _parts(path, False, KnownActivity()):  # a first load: every part returned
+        assert isinstance(parts, tuple)
+        for i, (part, pos) in enumerate(zip(parts, (-1, -1, 2, 2), strict=True)):
+            if part is not None:
+                hashes[i].add(part[pos])  # type: ignore[index]
+    p, s, a, f = (Digests(array("q", sorted(h)), keyed=k) for h, k in zip(hashes, (True, True, False, False),
+                                                                         strict=True))
+    return KnownActivity(p, s, a, f)
+
+
+def _marks(known: object) -> list[tuple[bytes, list[int] | None]]:
+    return [(bytes(d.seen), list(d.first) if d.first is not None else None)
+            for d in (known.practitioners, known.structures, known.activities, known.savoir_faire)]  # type: ignore[attr-defined]
+
+
+def test_raw_line_fast_path_marks_and_stages_like_parse(files: dict[str, Path], tmp_path: Path) -> None:
+    """The Personne_activite raw-bytes fast path (ActivityRows.unchanged) against parse alone, on the
+    hand-edited file (changed, repeated, vanished rows) plus a bad row whose other parts are all live:
+    same staged tuples and errors, same "seen" marks and first lines."""
+    header, rows = _lines(files["activite"])
+    sid = PA_COLUMNS.index("Identifiant technique de la structure")
+    idnps = PA_COLUMNS.index("Identification nationale PP")
+    bad_sid, bad_pp = list(rows[7]), list(rows[9])
+    bad_sid[sid] = "R-1!"
+    bad_pp[idnps] = "8X" + bad_pp[idnps][2:]
+    edited = _edited_pa(files["activite_d1"], tmp_path / "edited.txt")
+    h2, rows2 = _lines(edited)
+    path = _write(tmp_path / files["activite"].name, h2, [bad_sid, bad_pp, *rows2, rows[3], rows[3]])
+    known_fast, known_parse = _known_from(files["activite"]), _known_from(files["activite"])
+    fast = _parts(path, True, known_fast)
+    assert fast == _parts(path, False, known_parse)
+    assert _marks(known_fast) == _marks(known_parse)
+    assert [e.line for e in fast if not isinstance(e, tuple)][:2] == [2, 3]  # type: ignore[union-attr]
+
+
+async def test_reimport_refuses_a_non_utf8_line_whose_parts_are_live(engine: AsyncEngine, files: dict[str, Path],
+                                                                       tmp_path: Path) -> None:
+    """The fast path hashes raw bytes but still checks every line is UTF-8 (the file is refused)."""
+    [first] = await Importer(engine).import_path(files["activite"], now=DAY0)
+    assert first.ok
+    before = await _dump(engine)
+    raw = files["activite"].read_bytes().split(b"\n")
+    civ = PA_COLUMNS.index("Libellé civilité")  # in no hashed part
+    f = raw[5].split(b"|")
+    f[civ] = "Mé".encode("latin-1")
+    raw[5] = b"|".join(f)
+    bad = tmp_path / files["activite"].name
+    bad.write_bytes(b"\n".join(raw))
+    [rep] = await Importer(engine).import_path(bad, now=DAY1)
+    assert not rep.ok and "line 6 is not UTF-8" in (rep.error or "")
+    assert await _dump(engine) == before
