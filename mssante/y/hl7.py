@@ -312,8 +312,9 @@ def split_segments(data: bytes, limits: Hl7Limits) -> list[bytes]:
     terminators = data.count(b"\r") + data.count(b"\n")
     if terminators > 2 * limits.max_segments + 2:
         raise Hl7Error(ErrorCode.APPLICATION_ERROR, f"more than {limits.max_segments} segments")
-    lines = data.replace(b"\r\n", b"\r").replace(b"\n", b"\r").split(b"\r")
-    lines = [ln for ln in lines if ln.strip(b" \t\x0b\x1c")]
+    # bytes.splitlines splits on CR, LF and CRLF only (not on VT/FF/FS like str.splitlines): the same lines
+    # as replacing CRLF and LF by CR then splitting, without two copies of the message.
+    lines = [ln for ln in data.splitlines() if ln.strip(b" \t\x0b\x1c")]
     if len(lines) > limits.max_segments:
         raise Hl7Error(ErrorCode.APPLICATION_ERROR, f"more than {limits.max_segments} segments")
     return lines

@@ -177,6 +177,15 @@ def _crlf_lines(data: bytes) -> bytes:
     return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
+def _base64_crlf(data: bytes) -> bytes:
+    """The bytes of `_crlf_lines(base64.encodebytes(data))` (76-character lines, each ended by CRLF), with one
+    encoder call instead of one per 57-byte line and no replace passes over the result."""
+    if not data:
+        return b""
+    encoded = binascii.b2a_base64(data, newline=False)
+    return b"\r\n".join([encoded[i:i + 76] for i in range(0, len(encoded), 76)]) + b"\r\n"
+
+
 def render_leg_message(spec: MailSpec, now: datetime) -> bytes:
     """The leg message's bytes: 7-bit headers (RFC 2047 encoded-words), CRLF line ends, multipart/mixed
     with the body (text/plain, quoted-printable) and IHE_XDM.ZIP (base64), so that the relay needs no
@@ -224,7 +233,7 @@ def render_leg_message(spec: MailSpec, now: datetime) -> bytes:
         b"Content-Type: application/zip\r\n",
         b"Content-Transfer-Encoding: base64\r\n",
         b'Content-Disposition: attachment; filename="IHE_XDM.ZIP"\r\n\r\n',
-        _crlf_lines(base64.encodebytes(spec.xdm)), b"\r\n",
+        _base64_crlf(spec.xdm), b"\r\n",
         f"--{boundary}--\r\n".encode("ascii"),
     ])
     if len(raw) > MAX_MESSAGE_BYTES:

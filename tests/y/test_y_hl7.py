@@ -146,3 +146,11 @@ def test_fuzz_structured_only_typed_errors(parts: list[str]) -> None:
         validate_structure(parse_message(data))
     except Hl7Error:
         pass
+
+
+def test_split_segments_terminators() -> None:
+    """CR, LF and CRLF end segments; VT, FF and FS inside a segment do not; blank lines are dropped."""
+    from mssante.y.hl7 import Hl7Limits, split_segments
+
+    data = b"MSH|a\r\nPID|b\x0bc\rOBX|d\x0ce\x1cf\n\r\n \t\rNTE|g\r"
+    assert split_segments(data, Hl7Limits()) == [b"MSH|a", b"PID|b\x0bc", b"OBX|d\x0ce\x1cf", b"NTE|g"]

@@ -84,3 +84,15 @@ def test_rendered_directly_seven_bit_folded_and_decodable() -> None:
     assert att.get_filename() == "IHE_XDM.ZIP" and att.get_content() == s.xdm
     assert not parsed.defects and not text.defects and not att.defects
     assert render_leg_message(s, NOW) == raw  # a pure function
+
+
+def test_base64_lines_match_the_email_package_encoding() -> None:
+    """The leg's IHE_XDM.ZIP part: the same bytes as base64.encodebytes with CRLF line ends."""
+    import base64
+    import os
+
+    from mssante.y.mail import _base64_crlf
+
+    for n in (0, 1, 2, 3, 56, 57, 58, 114, 1000, 57 * 300, 57 * 300 + 5):
+        data = os.urandom(n)
+        assert _base64_crlf(data) == base64.encodebytes(data).replace(b"\n", b"\r\n")
