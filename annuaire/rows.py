@@ -8,6 +8,7 @@ with its line number and reason; the caller skips it and reports it.
 from __future__ import annotations
 
 import hashlib
+from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass
 from operator import itemgetter
@@ -156,12 +157,14 @@ class ActivityRows:
         assert self._ks is not None and self._ka is not None
         width, ppg, stg, acg, sfg = self.width, self._pp, self._st, self._ac, self._sf
         kp, ks, ka, kf = self._kp, self._ks, self._ka, self._kf
-        fp, fs, fa = kp.make_find(), ks.make_find(), ka.make_find()
+        fp, fs = kp.make_find(), ks.make_find()
         ff = kf.make_find() if kf is not None else None
-        mp, ms, ma = kp.mark, ks.mark, ka.mark
+        mp, ms = kp.mark, ks.mark
         mf = kf.mark if kf is not None else None
         seen_struct = self._seen_struct
         b2b, frm, sep = _b2b, from_bytes, b"\x1f"
+        # the activity (every line) is looked up and marked inline: Digests.make_find / mark unrolled
+        a_shift, a_half, a_starts, a_hashes, a_seen, a_rep = ka.lookup_parts()
 
         def unchanged(line: int, raw: bytes) -> bool:
             f = raw.split(b"|")
@@ -187,8 +190,11 @@ class ActivityRows:
                 i_s = fs(frm(b2b(sep.join(stg(f)), digest_size=8).digest(), "big", signed=True))
                 if i_s < 0:
                     return False
-            ia = fa(frm(b2b(sep.join(ac), digest_size=8).digest(), "big", signed=True))
-            if ia < 0:
+            h = frm(b2b(sep.join(ac), digest_size=8).digest(), "big", signed=True)
+            b = (h >> a_shift) + a_half
+            hi = a_starts[b + 1]
+            ia = bisect_left(a_hashes, h, a_starts[b], hi)
+            if ia >= hi or a_hashes[ia] != h:
                 return False
             i_f = -1
             if sfg is not None:
@@ -208,7 +214,10 @@ class ActivityRows:
                     seen_struct.clear()
                 seen_struct.add(sid)
                 ms(i_s, line)
-            ma(ia, line)
+            if a_seen[ia]:
+                a_rep[0] += 1
+            else:
+                a_seen[ia] = 1
             if i_f >= 0:
                 mf(i_f, line)  # type: ignore[misc]
             return True

@@ -101,6 +101,12 @@ class Digests:
             return i if i < hi and hashes[i] == h else -1
         return find
 
+    def lookup_parts(self) -> tuple[int, int, array, array, bytearray, list[int]]:  # type: ignore[type-arg]
+        """(shift, half, starts, hashes, seen, repeats) for a caller that inlines ``find`` and ``mark``
+        in its own hot loop (unkeyed digests only: no first line to record)."""
+        assert self.first is None
+        return self._shift, self._half, self._starts, self.hashes, self.seen, self._repeats
+
     def mark(self, i: int, line: int) -> None:
         """Mark the live hash at index ``i`` (from ``find``) seen by ``line``, as :meth:`hit` does."""
         if self.seen[i]:
