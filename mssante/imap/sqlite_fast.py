@@ -69,12 +69,7 @@ class SqliteRunner:
         c = getattr(self._local, "conn", None)
         if c is None:
             c = self._local.conn = self._connect()
-        c.execute("BEGIN")
-        try:
-            return fn(c, *args)
-        finally:
-            if c.in_transaction:
-                c.execute("COMMIT")
+        return _in_read_transaction(c, fn, args)
 
     def _inline_call(self, fn: Callable[..., Any], args: tuple[Any, ...], snapshot: bool = True) -> Any:
         c = self._inline
@@ -84,12 +79,7 @@ class SqliteRunner:
             self._inline = c
         if not snapshot:  # one statement: atomic by itself
             return fn(c, *args)
-        c.execute("BEGIN")
-        try:
-            return fn(c, *args)
-        finally:
-            if c.in_transaction:
-                c.execute("COMMIT")
+        return _in_read_transaction(c, fn, args)
 
     async def read(self, fn: Callable[..., Any], *args: Any, inline: bool = False, snapshot: bool = True) -> Any:
         """fn(connection, *args) in one read transaction: on a reader thread, or with `inline` (for
@@ -261,3 +251,13 @@ def _answer(loop: asyncio.AbstractEventLoop, answers: list[tuple[asyncio.Future[
 
 
 __all__ = ["SqliteRunner"]
+
+
+def _in_read_transaction(c: sqlite3.Connection, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    """fn(c, *args) inside one read transaction (one snapshot of the database)."""
+    c.execute("BEGIN")
+    try:
+        return fn(c, *args)
+    finally:
+        if c.in_transaction:
+            c.execute("COMMIT")
