@@ -18,6 +18,7 @@ import json
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import dns.asyncresolver
 import dns.exception
@@ -93,7 +94,7 @@ class Router:
             return self._file_routes
         if mtime != self._file_mtime:
             try:
-                data = json.loads(open(self.routes_file, encoding="utf-8").read())
+                data = json.loads(Path(self.routes_file).read_text(encoding="utf-8"))
                 if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
                     raise ValueError("expected an object of domain -> \"host:port\"")
                 self._file_routes = {str(k).lower().rstrip("."): v for k, v in data.items()}
