@@ -148,6 +148,16 @@ def _finfo(f: Any) -> FolderInfo:
                       bool(f.subscribed))
 
 
+# The same columns as plain SQL, and such a row (a tuple or an asyncpg Record) to FolderInfo, for
+# the fast paths (store_sqlite, store_pg).
+_FOLDER_SQL = "SELECT id, name, special_use, uidvalidity, uidnext, highestmodseq, subscribed FROM folder"
+_UTC = dt.timezone.utc
+
+
+def _finfo_row(r: Sequence[Any]) -> FolderInfo:
+    return FolderInfo(int(r[0]), r[1], r[2], int(r[3]), int(r[4]), int(r[5]), bool(r[6]))
+
+
 class Storage(Protocol):
     """The operations IMAP sessions perform on one mailbox's folders."""
 

@@ -28,6 +28,9 @@ from mssante.imap.store import (
     MessageMeta,
     StoreError,
     StoreResult,
+    _FOLDER_SQL,
+    _UTC,
+    _finfo_row,
     _flags,
     receipt_requests,
 )
@@ -35,9 +38,6 @@ from mssante.store.mail import NOTIFY_CHANNEL
 from mssante.store.models import utcnow
 
 log = logging.getLogger("mssante.imap.pg")
-
-_FOLDER = "SELECT id, name, special_use, uidvalidity, uidnext, highestmodseq, subscribed FROM folder"
-_UTC = dt.timezone.utc
 
 
 class PgRunner:
@@ -115,10 +115,6 @@ async def _keep(_conn: Any) -> None:
     return None
 
 
-def _finfo(r: Sequence[Any]) -> FolderInfo:
-    return FolderInfo(int(r[0]), r[1], r[2], int(r[3]), int(r[4]), int(r[5]), bool(r[6]))
-
-
 def _json_out(v: Any) -> Any:
     return json.loads(v) if isinstance(v, str) else v
 
@@ -129,13 +125,13 @@ class PgOps:
     # --- reads ------------------------------------------------------------------------------------
     @staticmethod
     async def folders(c: Any, mailbox_id: int) -> list[FolderInfo]:
-        rows = await c.fetch(_FOLDER + " WHERE mailbox_id = $1", mailbox_id)
-        return sorted((_finfo(r) for r in rows), key=lambda f: (f.name != "INBOX", f.name))
+        rows = await c.fetch(_FOLDER_SQL + " WHERE mailbox_id = $1", mailbox_id)
+        return sorted((_finfo_row(r) for r in rows), key=lambda f: (f.name != "INBOX", f.name))
 
     @staticmethod
     async def folder(c: Any, mailbox_id: int, name: str) -> FolderInfo | None:
-        r = await c.fetchrow(_FOLDER + " WHERE mailbox_id = $1 AND name = $2", mailbox_id, name)
-        return None if r is None else _finfo(r)
+        r = await c.fetchrow(_FOLDER_SQL + " WHERE mailbox_id = $1 AND name = $2", mailbox_id, name)
+        return None if r is None else _finfo_row(r)
 
     @staticmethod
     async def highestmodseq(c: Any, folder_id: int) -> int | None:
@@ -162,10 +158,10 @@ class PgOps:
 
     @staticmethod
     async def changes_since(c: Any, folder_id: int, modseq: int) -> Changes | None:
-        r = await c.fetchrow(_FOLDER + " WHERE id = $1", folder_id)
+        r = await c.fetchrow(_FOLDER_SQL + " WHERE id = $1", folder_id)
         if r is None:
             return None
-        out = Changes(_finfo(r))
+        out = Changes(_finfo_row(r))
         if out.folder.highestmodseq <= modseq:
             return out
         rows = await c.fetch("SELECT uid, flags, modseq FROM message WHERE folder_id = $1 AND modseq > $2 "

@@ -24,23 +24,20 @@ from mssante.imap.store import (
     MessageMeta,
     StoreError,
     StoreResult,
+    _FOLDER_SQL,
+    _UTC,
+    _finfo_row,
     _flags,
     _chunks,
     receipt_requests,
 )
 from mssante.store.models import AuditEvent, Message, utcnow
 
-_FOLDER = "SELECT id, name, special_use, uidvalidity, uidnext, highestmodseq, subscribed FROM folder"
-_UTC = dt.timezone.utc
 _CHUNK = 500  # bound parameters per IN (...)
 # Reads done on the event loop (SqliteRunner.read(inline=True)) stay below these bounds.
 INLINE_ROWS = 1000  # SELECT: folders with at most this many messages (uidnext - 1 bounds the count)
 INLINE_DETAILS = 100  # FETCH metadata of at most this many messages
 INLINE_BYTES = 256 * 1024  # FETCH of raw messages totalling at most this size
-
-
-def _finfo(r: Sequence[Any]) -> FolderInfo:
-    return FolderInfo(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]))
 
 
 def _ids(xs: Sequence[int]) -> str:
@@ -81,13 +78,13 @@ class SqliteOps:
     # --- reads ------------------------------------------------------------------------------------
     @staticmethod
     def folders(c: Any, mailbox_id: int) -> list[FolderInfo]:
-        rows = c.execute(_FOLDER + " WHERE mailbox_id = ?", (mailbox_id,)).fetchall()
-        return sorted((_finfo(r) for r in rows), key=lambda f: (f.name != "INBOX", f.name))
+        rows = c.execute(_FOLDER_SQL + " WHERE mailbox_id = ?", (mailbox_id,)).fetchall()
+        return sorted((_finfo_row(r) for r in rows), key=lambda f: (f.name != "INBOX", f.name))
 
     @staticmethod
     def folder(c: Any, mailbox_id: int, name: str) -> FolderInfo | None:
-        r = c.execute(_FOLDER + " WHERE mailbox_id = ? AND name = ?", (mailbox_id, name)).fetchone()
-        return None if r is None else _finfo(r)
+        r = c.execute(_FOLDER_SQL + " WHERE mailbox_id = ? AND name = ?", (mailbox_id, name)).fetchone()
+        return None if r is None else _finfo_row(r)
 
     @staticmethod
     def highestmodseq(c: Any, folder_id: int) -> int | None:
@@ -125,10 +122,10 @@ class SqliteOps:
 
     @staticmethod
     def changes_since(c: Any, folder_id: int, modseq: int) -> Changes | None:
-        r = c.execute(_FOLDER + " WHERE id = ?", (folder_id,)).fetchone()
+        r = c.execute(_FOLDER_SQL + " WHERE id = ?", (folder_id,)).fetchone()
         if r is None:
             return None
-        out = Changes(_finfo(r))
+        out = Changes(_finfo_row(r))
         if out.folder.highestmodseq <= modseq:
             return out
         rows = c.execute("SELECT uid, flags, modseq FROM message WHERE folder_id = ? AND modseq > ? ORDER BY uid",
