@@ -30,7 +30,6 @@ import logging
 import queue
 import sqlite3
 import threading
-import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -52,7 +51,6 @@ class SqliteRunner:
         self._rpool: ThreadPoolExecutor | None = None
         self._local = threading.local()
         self._inline: sqlite3.Connection | None = None
-        self._conns: weakref.WeakSet[Any] = weakref.WeakSet()
         self._lock = threading.Lock()
         self._closed = False
         self.batches = 0  # statistics: transactions committed
