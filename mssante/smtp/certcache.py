@@ -1,4 +1,4 @@
-"""Client certificate decisions cached per certificate fingerprint (SPECS.md §1: validated per connection).
+"""Client certificate decisions cached per certificate (SPECS.md §1: validated per connection).
 
 Every connection still presents its certificate in a full TLS handshake, which OpenSSL verifies (chain
 to our anchors, signatures, key possession); what is cached is pki's decision about that certificate, so a
@@ -13,12 +13,15 @@ decision is used only while all of these hold, otherwise the certificate is vali
 
 Only positive decisions are cached: a refusal is recomputed (it is the rare case, and a CRL or an
 intermediate arriving may turn it into an acceptance).
+
+Keyed by the certificate object, as trust.policy.CertificateDnCache: cryptography hashes and compares
+certificates by their whole DER (in Rust), so a new object for the same certificate hits, and no DER
+serialisation and SHA-256 is needed per connection.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from typing import Any
 
 _KEY = "smtp.cert_decisions"
@@ -28,8 +31,8 @@ class CertDecisionCache:
     def __init__(self, max_age: float = 3600.0, max_entries: int = 4096) -> None:
         self.max_age = dt.timedelta(seconds=max_age)
         self.max_entries = max_entries
-        # fingerprint, role -> (validator, CRL entries, checked at, valid until, decision)
-        self._items: dict[tuple[bytes, str], tuple[Any, tuple[Any, ...], dt.datetime, dt.datetime, Any]] = {}
+        # certificate, role -> (validator, CRL entries, checked at, valid until, decision)
+        self._items: dict[tuple[Any, str], tuple[Any, tuple[Any, ...], dt.datetime, dt.datetime, Any]] = {}
         self.hits = 0
         self.misses = 0
 
@@ -47,15 +50,12 @@ class CertDecisionCache:
             return None
 
     def validate(self, validator: Any, cert: Any, role: Any, now: dt.datetime) -> Any:
-        from cryptography.hazmat.primitives.serialization import Encoding
-
         if now.tzinfo is None:
             now = now.replace(tzinfo=dt.timezone.utc)
         crls = self._crls(validator)
         if crls is None:
             return validator.validate(cert, role, now)
-        fp = hashlib.sha256(cert.public_bytes(Encoding.DER)).digest()
-        key = (fp, str(role))
+        key = (cert, str(role))
         hit = self._items.get(key)
         if hit is not None:
             v, entries, checked, until, decision = hit
