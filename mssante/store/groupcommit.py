@@ -62,8 +62,9 @@ _PG_STORE_MANY = text(
     "SELECT pg_notify(:ch, p) FROM unnest(CAST(:payloads AS text[])) AS p")
 
 
-def _pg_json(col: Any, dialect: Any) -> Callable[[Any], Any]:
-    """The JSON column's own serialiser (None -> JSON null, as the ORM and Core inserts store it)."""
+def _bind_processor(col: Any, dialect: Any) -> Callable[[Any], Any]:
+    """The column type's own bind processor on `dialect` (e.g. JSON: None -> JSON null), so rows written
+    by the hand-built statements here read back exactly as the ORM's."""
     f = col.type.dialect_impl(dialect).bind_processor(dialect)
     return f if f is not None else (lambda v: v)
 
@@ -173,8 +174,8 @@ async def deliver_many(session: AsyncSession, items: Sequence[LocalDelivery],
     if dialect == "postgresql":
         # Messages, audit events and one notification per folder in one statement (one round trip).
         dialect_obj = conn.dialect
-        pj_env = _pg_json(_MESSAGE.c.envelope, dialect_obj)
-        pj_det = _pg_json(_AUDIT.c.details, dialect_obj)
+        pj_env = _bind_processor(_MESSAGE.c.envelope, dialect_obj)
+        pj_det = _bind_processor(_AUDIT.c.details, dialect_obj)
         await conn.execute(_PG_STORE_MANY, {
             **{k: [m[k] for m in messages] for k in _MESSAGE_COLS},
             "envelope": [pj_env(m["envelope"]) for m in messages],
@@ -205,16 +206,13 @@ _processors: dict[int, dict[str, Callable[[Any], Any]]] = {}
 
 
 def _sqlite_processors(dialect: Any) -> dict[str, Callable[[Any], Any]]:
-    """The column types' own bind processors, so rows written here read back exactly as the ORM's."""
+    """The column types' own bind processors (_bind_processor), per dialect object."""
     procs = _processors.get(id(dialect))
     if procs is None:
-        def proc(col: Any) -> Callable[[Any], Any]:
-            f = col.type.dialect_impl(dialect).bind_processor(dialect)
-            return f if f is not None else (lambda v: v)
-
-        procs = {"internaldate": proc(_MESSAGE.c.internaldate), "envelope": proc(_MESSAGE.c.envelope),
-                 "bodystructure": proc(_MESSAGE.c.bodystructure), "at": proc(_AUDIT.c.at),
-                 "details": proc(_AUDIT.c.details), "data": proc(_BLOB.c.data)}
+        cols = {"internaldate": _MESSAGE.c.internaldate, "envelope": _MESSAGE.c.envelope,
+                "bodystructure": _MESSAGE.c.bodystructure, "at": _AUDIT.c.at, "details": _AUDIT.c.details,
+                "data": _BLOB.c.data}
+        procs = {k: _bind_processor(c, dialect) for k, c in cols.items()}
         _processors[id(dialect)] = procs
     return procs
 
