@@ -38,9 +38,10 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import insert, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mssante.store.groupcommit import CommitterClosed, GroupCommitter
+from mssante.store.groupcommit import GroupCommitter
 from mssante.store.mail import store_blob
 from mssante.store.models import AuditEvent, Blob
 from mssante.y.ack import AckCode, AckContext, build_ack
@@ -253,13 +254,6 @@ class YIntake:
             self._pool = concurrent.futures.ProcessPoolExecutor(max_workers=n,
                                                                 mp_context=multiprocessing.get_context("spawn"))
         self._trusted: tuple[int, frozenset[str]] = (0, frozenset())
-        # Plans waiting for the storage transaction; one transaction at a time on SQLite's single writer.
-        self._pending: list[PendingStore] = []
-        self._inflight = 0
-        self._max_inflight = 1 if backend == "sqlite" else 4
-        self._flushes: set[asyncio.Task[None]] = set()
-        self.store_batches = 0  # for benchmarks: storage transactions, and the plans they stored
-        self.stored_plans = 0
 
     @classmethod
     def for_services(cls, services: Services) -> YIntake:
@@ -270,10 +264,6 @@ class YIntake:
         return intake
 
     async def close(self) -> None:
-        for _ in range(1000):  # plans already decided are stored (their callers are waiting), bounded
-            if not self._pending and not self._flushes:
-                break
-            await asyncio.sleep(0.01)
         if self._own_committer:
             await self._committer.close()
         if self._pool is not None:
@@ -422,71 +412,47 @@ class YIntake:
     async def store(self, plan: StoragePlan, rule: SenderRule, *, actor: str, source: str) -> tuple[int, bytes, bool]:
         """Write the delivery and all its legs in one transaction; return (id, ack, duplicate) after COMMIT.
 
-        Concurrent intakes (several MLLP connections) are stored together: the plans waiting while the
-        previous transaction commits become ONE transaction with a fixed number of statements
-        (`store_plans`) and one fsync. Each caller is answered only after that COMMIT."""
-        fut: asyncio.Future[tuple[int, bytes, bool]] = asyncio.get_running_loop().create_future()
-        self._pending.append(PendingStore(plan, rule, actor, source, self.services.now(), fut))
-        self._kick()
-        return await fut
-
-    def _kick(self) -> None:
-        while self._pending and self._inflight < self._max_inflight:
-            batch, self._pending = self._pending[:STORE_BATCH], self._pending[STORE_BATCH:]
-            self._inflight += 1
-            task = asyncio.create_task(self._flush(batch), name="y-intake-store")
-            self._flushes.add(task)
-            task.add_done_callback(self._flushes.discard)
-
-    async def _flush(self, batch: list[PendingStore]) -> None:
+        Concurrent intakes (several MLLP connections) are stored together: the group committer hands the
+        plans of one batch to `PendingStore.run_many` (`store_plans`: a fixed number of statements, one
+        fsync), and retries them one by one if that batch fails. Each caller is answered after COMMIT."""
+        job = PendingStore(plan, rule, actor, source, self.services.now(), self.services.audit)
+        result: tuple[int, bytes, bool]
         try:
-            live = [p for p in batch if not p.future.done()]
-            if not live:
-                return
-            audit = self.services.audit
-            try:
-                results = await self._committer.submit(functools.partial(store_plans, items=live, audit=audit))
-            except Exception:  # noqa: BLE001 - e.g. a racing duplicate from another process: each plan alone
-                if len(live) > 1:
-                    log.warning("y intake: batch of %d failed; storing each alone", len(live), exc_info=True)
-                for p in live:
-                    try:
-                        result = await self._committer.submit(functools.partial(store_plans, items=[p], audit=audit))
-                    except Exception as e:  # noqa: BLE001 - that caller answers AR
-                        if not p.future.done():
-                            p.future.set_exception(e)
-                    else:
-                        if not p.future.done():
-                            p.future.set_result(result[0])
-                return
-            self.store_batches += 1
-            self.stored_plans += len(live)
-            for p, r in zip(live, results, strict=True):
-                if not p.future.done():
-                    p.future.set_result(r)
-        except BaseException as e:
-            for p in batch:
-                if not p.future.done():
-                    p.future.set_exception(e if isinstance(e, Exception) else CommitterClosed("intake stopping"))
-            raise
-        finally:
-            self._inflight -= 1
-            self._kick()
+            result = await self._committer.submit(job)
+        except IntegrityError:
+            # The same control id committed meanwhile by a concurrent batch (PostgreSQL: several committer
+            # workers): stored again, it is found and answered as a duplicate with the first ACK.
+            result = await self._committer.submit(job)
+        return result
+
+    @property
+    def store_batches(self) -> int:
+        """For benchmarks: the storage transactions committed (by this intake's committer)."""
+        return self._committer.batches
+
+    @property
+    def stored_plans(self) -> int:
+        """For benchmarks: the jobs those transactions stored."""
+        return self._committer.jobs
 
 
 @dataclass
 class PendingStore:
-    """A decided plan waiting for the storage transaction (its caller waits on `future`)."""
+    """A group-commit job: a decided plan to store (mssante.store.groupcommit `run_many`)."""
 
     plan: StoragePlan
     rule: SenderRule
     actor: str
     source: str
     now: dt.datetime
-    future: asyncio.Future[tuple[int, bytes, bool]]
+    audit: Any
 
+    @staticmethod
+    async def run_many(session: AsyncSession, jobs: Sequence[PendingStore]) -> list[tuple[int, bytes, bool]]:
+        return await store_plans(session, jobs, audit=jobs[0].audit)
 
-STORE_BATCH = 64  # plans per storage transaction
+    async def __call__(self, session: AsyncSession) -> tuple[int, bytes, bool]:
+        return (await store_plans(session, [self], audit=self.audit))[0]
 
 
 def _insert_ignore(session: AsyncSession, table: Any, index: list[str]) -> Any:

@@ -258,8 +258,6 @@ async def test_concurrent_connections_are_each_acknowledged_after_their_storage(
 
 
 async def test_store_plans_answers_a_duplicate_within_one_batch_with_the_first_ack(db_url: str, tmp_path: Path) -> None:
-    import asyncio
-
     from mssante.y.service import PendingStore, StoragePlan, YIntake, store_plans
 
     services = await make_services(db_url, tmp_path, senders=[sender_entry()])
@@ -269,8 +267,7 @@ async def test_store_plans_answers_a_duplicate_within_one_batch_with_the_first_a
         plans = [intake._decide(with_control_id(segur_bytes(), cid), {}, now) for cid in ("B1", "B2", "B1")]
         assert all(isinstance(p, StoragePlan) for p in plans)
         rule = intake.rules[0]
-        loop = asyncio.get_running_loop()
-        items = [PendingStore(p, rule, "test", "mllp", now, loop.create_future()) for p in plans]  # type: ignore[arg-type]
+        items = [PendingStore(p, rule, "test", "mllp", now, services.audit) for p in plans]  # type: ignore[arg-type]
         async with services.sessions() as s, s.begin():
             first = await store_plans(s, items, audit=services.audit)
         assert [r[2] for r in first] == [False, False, True]
