@@ -158,6 +158,12 @@ def _finfo_row(r: Sequence[Any]) -> FolderInfo:
     return FolderInfo(int(r[0]), r[1], r[2], int(r[3]), int(r[4]), int(r[5]), bool(r[6]))
 
 
+def _metas(rows: Iterable[Sequence[Any]]) -> list[MessageMeta]:
+    """Rows (uid, flags, modseq) to MessageMeta; uid and modseq are BIGINT columns, already Python
+    ints from sqlite3, asyncpg and SQLAlchemy alike."""
+    return [MessageMeta(u, _flags(f), m) for u, f, m in rows]
+
+
 class Storage(Protocol):
     """The operations IMAP sessions perform on one mailbox's folders."""
 
@@ -429,7 +435,7 @@ class SqlStorage:
         async with self._read() as s:
             rows = (await s.execute(select(Message.uid, Message.flags, Message.modseq)
                                     .where(Message.folder_id == folder_id).order_by(Message.uid))).all()
-        return [MessageMeta(int(u), _flags(f), int(m)) for u, f, m in rows]
+        return _metas(rows)
 
     async def open_folder(self, mailbox_id: int, name: str) -> tuple[FolderInfo, list[MessageMeta]] | None:
         """SELECT: the folder row first, then its messages, on one connection. A change committed
@@ -451,7 +457,7 @@ class SqlStorage:
                 return None
             rows = (await s.execute(select(Message.uid, Message.flags, Message.modseq)
                                     .where(Message.folder_id == f.id).order_by(Message.uid))).all()
-        return _finfo(f), [MessageMeta(int(u), _flags(fl), int(m)) for u, fl, m in rows]
+        return _finfo(f), _metas(rows)
 
     async def changes_since(self, folder_id: int, modseq: int) -> Changes | None:
         """What changed after `modseq` (None: the folder is gone). Concurrent identical requests —
@@ -487,7 +493,7 @@ class SqlStorage:
             rows = (await s.execute(select(Message.uid, Message.flags, Message.modseq)
                                     .where(Message.folder_id == folder_id, Message.modseq > modseq)
                                     .order_by(Message.uid))).all()
-            out.changed = [MessageMeta(int(u), _flags(fl), int(m)) for u, fl, m in rows]
+            out.changed = _metas(rows)
             out.expunged = [int(u) for u in (await s.scalars(
                 select(Expunged.uid).where(Expunged.folder_id == folder_id, Expunged.modseq > modseq)
                 .order_by(Expunged.uid))).all()]

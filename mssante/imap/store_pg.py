@@ -32,6 +32,7 @@ from mssante.imap.store import (
     _UTC,
     _finfo_row,
     _flags,
+    _metas,
     receipt_requests,
 )
 from mssante.store.mail import NOTIFY_CHANNEL
@@ -141,7 +142,7 @@ class PgOps:
     @staticmethod
     async def messages(c: Any, folder_id: int) -> list[MessageMeta]:
         rows = await c.fetch("SELECT uid, flags, modseq FROM message WHERE folder_id = $1 ORDER BY uid", folder_id)
-        return [MessageMeta(int(u), _flags(f), int(m)) for u, f, m in rows]
+        return _metas(rows)
 
     @staticmethod
     async def open_folder_small(c: Any, mailbox_id: int, name: str, views: Any = None
@@ -166,7 +167,7 @@ class PgOps:
             return out
         rows = await c.fetch("SELECT uid, flags, modseq FROM message WHERE folder_id = $1 AND modseq > $2 "
                              "ORDER BY uid", folder_id, modseq)
-        out.changed = [MessageMeta(int(u), _flags(f), int(m)) for u, f, m in rows]
+        out.changed = _metas(rows)
         out.expunged = [int(r[0]) for r in await c.fetch(
             "SELECT uid FROM expunged WHERE folder_id = $1 AND modseq > $2 ORDER BY uid", folder_id, modseq)]
         return out

@@ -28,6 +28,7 @@ from mssante.imap.store import (
     _UTC,
     _finfo_row,
     _flags,
+    _metas,
     _chunks,
     receipt_requests,
 )
@@ -95,7 +96,7 @@ class SqliteOps:
     def messages(c: Any, folder_id: int) -> list[MessageMeta]:
         rows = c.execute("SELECT uid, flags, modseq FROM message WHERE folder_id = ? ORDER BY uid",
                          (folder_id,)).fetchall()
-        return [MessageMeta(u, _flags(f), m) for u, f, m in rows]
+        return _metas(rows)
 
     @staticmethod
     def open_folder(c: Any, mailbox_id: int, name: str) -> tuple[FolderInfo, list[MessageMeta]] | None:
@@ -130,7 +131,7 @@ class SqliteOps:
             return out
         rows = c.execute("SELECT uid, flags, modseq FROM message WHERE folder_id = ? AND modseq > ? ORDER BY uid",
                          (folder_id, modseq)).fetchall()
-        out.changed = [MessageMeta(u, _flags(f), m) for u, f, m in rows]
+        out.changed = _metas(rows)
         out.expunged = [u for (u,) in c.execute(
             "SELECT uid FROM expunged WHERE folder_id = ? AND modseq > ? ORDER BY uid", (folder_id, modseq))]
         return out
