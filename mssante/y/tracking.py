@@ -126,11 +126,7 @@ async def transition(
     outcome = decide(kind, previous, target)
     if outcome is not Outcome.APPLIED:
         return outcome
-    values: dict[str, Any] = {"state": target, "state_at": now, "lease_until": None}
-    if target in TERMINAL or target in (DELIVERED, SENT, QUEUED):
-        values["next_attempt_at"] = None
-    if error is not None:
-        values["last_error"] = f"{error.code} {error.label}"[:1000]
+    values = _leg_values(target, now, _error_text(error))
     if detail:
         merged = dict(old_detail or {})
         merged.update(detail)
@@ -142,8 +138,22 @@ async def transition(
     if not res.rowcount:  # type: ignore[attr-defined]
         return Outcome.UNCHANGED  # another worker moved it first
     session.add(YStateChange(leg_id=leg_id, from_state=previous, to_state=target, at=now, reason=reason[:500]))
-    await _queue_zam(session, leg_id, int(delivery_id), target, now, error)
+    await _queue_zams(session, [Change(leg_id, kind, previous, int(delivery_id), target, reason, error)], now)
     return Outcome.APPLIED
+
+
+def _error_text(error: ZamError | None) -> str | None:
+    return f"{error.code} {error.label}"[:1000] if error is not None else None
+
+
+def _leg_values(target: str, now: dt.datetime, error_text: str | None) -> dict[str, Any]:
+    """The YLeg columns a transition to `target` writes."""
+    values: dict[str, Any] = {"state": target, "state_at": now, "lease_until": None}
+    if target in TERMINAL or target in (DELIVERED, SENT, QUEUED):
+        values["next_attempt_at"] = None
+    if error_text is not None:
+        values["last_error"] = error_text
+    return values
 
 
 @dataclass(frozen=True)
@@ -167,15 +177,10 @@ async def apply_many(session: AsyncSession, changes: list[Change], *, now: dt.da
     todo = [c for c in changes if decide(c.kind, c.current, c.target) is Outcome.APPLIED]
     groups: dict[tuple[str, str, str | None], list[Change]] = {}
     for c in todo:
-        err = f"{c.error.code} {c.error.label}"[:1000] if c.error is not None else None
-        groups.setdefault((c.kind, c.target, err), []).append(c)
+        groups.setdefault((c.kind, c.target, _error_text(c.error)), []).append(c)
     applied: set[int] = set()
     for (kind, target, err), group in groups.items():
-        values: dict[str, Any] = {"state": target, "state_at": now, "lease_until": None}
-        if target in TERMINAL or target in (DELIVERED, SENT, QUEUED):
-            values["next_attempt_at"] = None
-        if err is not None:
-            values["last_error"] = err
+        values = _leg_values(target, now, err)
         ids = [c.leg_id for c in group]
         for i in range(0, len(ids), 500):
             # `state || ''`: the guard must not become the access path (SQLite would walk ix_y_leg_due).
@@ -189,60 +194,41 @@ async def apply_many(session: AsyncSession, changes: list[Change], *, now: dt.da
     await session.execute(insert(YStateChange), [
         {"leg_id": c.leg_id, "from_state": c.current, "to_state": c.target, "at": now, "reason": c.reason[:500]}
         for c in done])
-    zams = [c for c in done if c.target in ZAM_FOR_STATE]
-    if zams:
-        flags = {int(i): (bool(r), bool(lec), str(ep or "")) for i, r, lec, ep in (await session.execute(
-            select(YDelivery.id, YDelivery.ack_reception, YDelivery.ack_lecture, YDelivery.ack_endpoint)
-            .where(YDelivery.id.in_(sorted({c.delivery_id for c in zams}))))).all()}
-        rows: list[dict[str, Any]] = []
-        for c in zams:
-            event, success, flag = ZAM_FOR_STATE[c.target]
-            f = flags.get(c.delivery_id)
-            if f is None or not f[0 if flag == "ack_reception" else 1] or not f[2]:
-                continue
-            error = c.error if c.error is not None or success else ZamError("906", "Autre erreur")
-            rows.append({
-                "delivery_id": c.delivery_id, "leg_id": c.leg_id, "event": event, "success": success,
-                "error_code": error.code[:40] if error and not success else "",
-                "error_label": error.label[:300] if error and not success else "",
-                "endpoint": f[2], "attempts": 0, "next_attempt_at": now, "created_at": now,
-            })
-        if rows:
-            dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-            stmt: Any
-            if dialect == "postgresql":
-                stmt = postgresql.insert(YAckOutbox).on_conflict_do_nothing(constraint="uq_y_ack_outbox_leg_event")
-            else:
-                stmt = sqlite.insert(YAckOutbox).on_conflict_do_nothing()
-            await session.execute(stmt, rows)
+    await _queue_zams(session, done, now)
     return [c.leg_id for c in done]
 
 
-async def _queue_zam(session: AsyncSession, leg_id: int, delivery_id: int, target: str, now: dt.datetime,
-                     error: ZamError | None) -> None:
-    zam = ZAM_FOR_STATE.get(target)
-    if zam is None:
+async def _queue_zams(session: AsyncSession, done: list[Change], now: dt.datetime) -> None:
+    """The business acknowledgements (ZAM outbox rows) of applied transitions, when their delivery asks
+    for them; a row already queued for that leg and event is kept (a replayed transition queues nothing)."""
+    zams = [c for c in done if c.target in ZAM_FOR_STATE]
+    if not zams:
         return
-    event, success, flag = zam
-    delivery = await session.get(YDelivery, delivery_id)
-    if delivery is None or not getattr(delivery, flag) or not delivery.ack_endpoint:
+    flags = {int(i): (bool(r), bool(lec), str(ep or "")) for i, r, lec, ep in (await session.execute(
+        select(YDelivery.id, YDelivery.ack_reception, YDelivery.ack_lecture, YDelivery.ack_endpoint)
+        .where(YDelivery.id.in_(sorted({c.delivery_id for c in zams}))))).all()}
+    rows: list[dict[str, Any]] = []
+    for c in zams:
+        event, success, flag = ZAM_FOR_STATE[c.target]
+        f = flags.get(c.delivery_id)
+        if f is None or not f[0 if flag == "ack_reception" else 1] or not f[2]:
+            continue
+        error = c.error if c.error is not None or success else ZamError("906", "Autre erreur")
+        rows.append({
+            "delivery_id": c.delivery_id, "leg_id": c.leg_id, "event": event, "success": success,
+            "error_code": error.code[:40] if error and not success else "",
+            "error_label": error.label[:300] if error and not success else "",
+            "endpoint": f[2], "attempts": 0, "next_attempt_at": now, "created_at": now,
+        })
+    if not rows:
         return
-    if not success and error is None:
-        error = ZamError("906", "Autre erreur")
-    values = {
-        "delivery_id": delivery.id, "leg_id": leg_id, "event": event, "success": success,
-        "error_code": error.code[:40] if error and not success else "",
-        "error_label": error.label[:300] if error and not success else "",
-        "endpoint": delivery.ack_endpoint, "attempts": 0, "next_attempt_at": now, "created_at": now,
-    }
     dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
     stmt: Any
     if dialect == "postgresql":
-        stmt = postgresql.insert(YAckOutbox).values(**values).on_conflict_do_nothing(
-            constraint="uq_y_ack_outbox_leg_event")
+        stmt = postgresql.insert(YAckOutbox).on_conflict_do_nothing(constraint="uq_y_ack_outbox_leg_event")
     else:
-        stmt = sqlite.insert(YAckOutbox).values(**values).on_conflict_do_nothing()
-    await session.execute(stmt)
+        stmt = sqlite.insert(YAckOutbox).on_conflict_do_nothing()
+    await session.execute(stmt, rows)
 
 
 async def legs_of(session: AsyncSession, delivery_id: int) -> list[YLeg]:
