@@ -504,14 +504,11 @@ class SqlStorage:
         """Messages' metadata; `summary` loads ENVELOPE/BODYSTRUCTURE (JSON), `raw` the blob."""
         summary = summary or raw  # sections are found through the BODYSTRUCTURE offsets
         if self._fast is not None:
-            from mssante.imap.store_sqlite import INLINE_DETAILS
-
-            if len(uids) <= INLINE_DETAILS:
-                got = await self._fast.read(self._ops.details_small, folder_id, list(uids), raw, summary, inline=True)
-                if got is not None:
-                    return cast(list[MessageDetail], got)
-            return cast(list[MessageDetail], await self._fast.read(self._ops.details, folder_id, list(uids), raw,
-                                                                   summary))
+            ids = list(uids)
+            got = await self._fast.read(self._ops.details_small, folder_id, ids, raw, summary, inline=True)
+            if got is None:  # too big to read on the loop
+                got = await self._fast.read(self._ops.details, folder_id, ids, raw, summary)
+            return cast(list[MessageDetail], got)
         cols: list[Any] = [Message.uid, Message.flags, Message.modseq, Message.internaldate, Message.size]
         cols += [Message.envelope, Message.bodystructure] if summary else [literal_column("NULL"),
                                                                           literal_column("NULL")]

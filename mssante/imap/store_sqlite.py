@@ -168,7 +168,10 @@ class SqliteOps:
 
     def details_small(self, c: Any, folder_id: int, uids: Sequence[int], raw: bool, summary: bool
                       ) -> list[MessageDetail] | None:
-        """details, or None when the raw messages total more than INLINE_BYTES."""
+        """details, or None for more than INLINE_DETAILS messages or raw messages totalling more than
+        INLINE_BYTES."""
+        if len(uids) > INLINE_DETAILS:
+            return None
         if raw:
             total = c.execute("SELECT coalesce(sum(size), 0) FROM message WHERE folder_id = ? AND uid IN "
                               "(SELECT value FROM json_each(?))", (folder_id, _ids(uids))).fetchone()[0]
