@@ -97,6 +97,10 @@ async def deliver_many(session: AsyncSession, items: Sequence[LocalDelivery],
     if not items:
         return []
     dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+    if dialect == "sqlite":  # aiosqlite: the whole batch in one hand-off to the driver thread
+        done = await deliver_many_sqlite(session, items, folder)
+        if done is not None:
+            return done
     # Core statements on the session's connection: the ORM bulk paths add per-row bookkeeping we do not need.
     conn = await session.connection()
     digest_of = [hashlib.sha256(it.raw).hexdigest() for it in items]
@@ -232,8 +236,8 @@ async def deliver_many_sqlite(session: AsyncSession, items: Sequence[LocalDelive
                               folder: str = "INBOX") -> list[list[int]] | None:
     """deliver_many on SQLite in ONE hand-off to the aiosqlite thread (instead of one per statement call:
     cursor, execute, fetch, close), on the session's own connection and transaction. Same statements and
-    rules as deliver_many; values go through the column types' bind processors. None when the driver is
-    not aiosqlite as expected (the caller uses deliver_many)."""
+    rules as deliver_many, which uses it on SQLite; values go through the column types' bind processors.
+    None when the driver is not aiosqlite as expected (deliver_many then runs its own statements)."""
     if not items:
         return []
     bind = session.bind
@@ -447,8 +451,7 @@ class GroupCommitter:
                 folders: list[list[int]] = []
                 if deliveries:
                     try:
-                        done = await deliver_many_sqlite(session, deliveries)
-                        folders = done if done is not None else await deliver_many(session, deliveries)
+                        folders = await deliver_many(session, deliveries)
                     except asyncio.CancelledError:
                         raise
                     except Exception as e:
