@@ -455,10 +455,17 @@ class PendingStore:
         return (await store_plans(session, [self], audit=self.audit))[0]
 
 
-def _insert_ignore(session: AsyncSession, table: Any, index: list[str]) -> Any:
+async def store_blobs(session: AsyncSession, payloads: dict[str, bytes]) -> dict[str, int]:
+    """Content-addressed blobs (SHA-256 hex -> bytes) with two statements whatever their number (one
+    INSERT that keeps a blob already stored, one SELECT); returns their ids by digest. The caller commits."""
+    if not payloads:
+        return {}
     dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-    ins = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
-    return ins.on_conflict_do_nothing(index_elements=index)
+    ins = postgresql.insert(Blob) if dialect == "postgresql" else sqlite.insert(Blob)
+    await session.execute(ins.on_conflict_do_nothing(index_elements=["sha256"]),
+                          [{"sha256": d, "size": len(r), "data": r} for d, r in payloads.items()])
+    return {str(h): int(i) for i, h in (await session.execute(
+        select(Blob.id, Blob.sha256).where(Blob.sha256.in_(list(payloads))))).all()}
 
 
 async def store_plans(session: AsyncSession, items: Sequence[PendingStore], *, audit: Any) -> list[tuple[int, bytes, bool]]:
@@ -490,12 +497,7 @@ async def store_plans(session: AsyncSession, items: Sequence[PendingStore], *, a
                 if id(payload) not in digest_of:
                     digest_of[id(payload)] = hashlib.sha256(payload).hexdigest()
                 digests.setdefault(digest_of[id(payload)], payload)
-        blob_ids: dict[str, int] = {}
-        if digests:
-            await session.execute(_insert_ignore(session, Blob, ["sha256"]),
-                                  [{"sha256": d, "size": len(r), "data": r} for d, r in digests.items()])
-            blob_ids = {str(h): int(i) for i, h in (await session.execute(
-                select(Blob.id, Blob.sha256).where(Blob.sha256.in_(list(digests))))).all()}
+        blob_ids = await store_blobs(session, digests)
         rows = (await session.execute(
             insert(YDelivery).returning(YDelivery.id, YDelivery.sender_key, YDelivery.control_id,
                                         sort_by_parameter_order=True),

@@ -37,7 +37,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mssante.dmp.api import DmpAccepted, DmpAction, DmpConnector, DmpRejected, DmpRequest, DmpTemporaryFailure
@@ -293,6 +292,7 @@ class YWorker:
         from mssante.store.queue import QUEUED as Q_QUEUED
         from mssante.store.queue import QueueMessage, QueueRecipient
         from mssante.store.queue import domain_of as queue_domain
+        from mssante.y.service import store_blobs
 
         # By Message-ID and delivery (their indexes); state and kind are checked below, not in SQL, so that
         # SQLite does not walk the state index (accepted DMP legs may be many).
@@ -376,12 +376,7 @@ class YWorker:
             # every queued leg message at once.
             digest_of = {k[2]: hashlib.sha256(prepared[k[2]][0]).hexdigest() for k, _, _ in queued}  # each hashed once
             raws = {digest_of[k[2]]: prepared[k[2]][0] for k, _, _ in queued}
-            dialect = s.bind.dialect.name if s.bind is not None else "sqlite"
-            ins: Any = postgresql.insert(Blob) if dialect == "postgresql" else sqlite.insert(Blob)
-            await s.execute(ins.on_conflict_do_nothing(index_elements=["sha256"]),
-                            [{"sha256": d, "size": len(r), "data": r} for d, r in raws.items()])
-            blob_ids = {str(h): int(i) for i, h in (await s.execute(
-                select(Blob.id, Blob.sha256).where(Blob.sha256.in_(list(raws))))).all()}
+            blob_ids = await store_blobs(s, raws)
             qids = [int(r[0]) for r in (await s.execute(
                 insert(QueueMessage).returning(QueueMessage.id, sort_by_parameter_order=True),
                 [{"blob_id": blob_ids[digest_of[k[2]]], "mail_from": sender,
