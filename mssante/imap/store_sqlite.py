@@ -29,12 +29,10 @@ from mssante.imap.store import (
     _finfo_row,
     _flags,
     _metas,
-    _chunks,
     receipt_requests,
 )
 from mssante.store.models import AuditEvent, Message, utcnow
 
-_CHUNK = 500  # bound parameters per IN (...)
 # Reads done on the event loop (SqliteRunner.read(inline=True)) stay below these bounds.
 INLINE_ROWS = 1000  # SELECT: folders with at most this many messages (uidnext - 1 bounds the count)
 INLINE_DETAILS = 100  # FETCH metadata of at most this many messages
@@ -142,28 +140,27 @@ class SqliteOps:
         out: list[MessageDetail] = []
         dec = self._json_out
         date_out = self._date_out
-        for chunk in _chunks(sorted(uids), _CHUNK):
-            rows = c.execute(sql, (folder_id, _ids(chunk))).fetchall()
-            for uid, fl, ms, idate, size, env, bs, data in rows:
-                key = env if summary and isinstance(env, str) else None
-                if summary:
-                    env = None if env is None else dec(env)
-                    bs = None if bs is None else dec(bs)
-                if data is not None:
-                    data = bytes(data)
-                if summary and (env is None or bs is None):  # delivered without one: compute it now
-                    if data is None:
-                        got = c.execute("SELECT b.data FROM blob b JOIN message m ON m.blob_id = b.id "
-                                        "WHERE m.folder_id = ? AND m.uid = ?", (folder_id, uid)).fetchone()
-                        data = bytes(got[0]) if got is not None and got[0] is not None else b""
-                    env, bs = summarize(data)
-                    key = None
-                    if not raw:
-                        data = None
-                d = date_out(idate)
-                d = d if d.tzinfo else d.replace(tzinfo=_UTC)
-                out.append(MessageDetail(uid, _flags(fl), ms, d, size, env, bs, data,
-                                         key if env is not None and key != "null" else None))
+        rows = c.execute(sql, (folder_id, _ids(uids))).fetchall()
+        for uid, fl, ms, idate, size, env, bs, data in rows:
+            key = env if summary and isinstance(env, str) else None
+            if summary:
+                env = None if env is None else dec(env)
+                bs = None if bs is None else dec(bs)
+            if data is not None:
+                data = bytes(data)
+            if summary and (env is None or bs is None):  # delivered without one: compute it now
+                if data is None:
+                    got = c.execute("SELECT b.data FROM blob b JOIN message m ON m.blob_id = b.id "
+                                    "WHERE m.folder_id = ? AND m.uid = ?", (folder_id, uid)).fetchone()
+                    data = bytes(got[0]) if got is not None and got[0] is not None else b""
+                env, bs = summarize(data)
+                key = None
+                if not raw:
+                    data = None
+            d = date_out(idate)
+            d = d if d.tzinfo else d.replace(tzinfo=_UTC)
+            out.append(MessageDetail(uid, _flags(fl), ms, d, size, env, bs, data,
+                                     key if env is not None and key != "null" else None))
         return out
 
     def details_small(self, c: Any, folder_id: int, uids: Sequence[int], raw: bool, summary: bool
@@ -215,24 +212,23 @@ class SqliteOps:
         modseq = 0
         newly_seen: list[int] = []
         updates: list[tuple[str, int, int]] = []
-        for chunk in _chunks(sorted(uids), _CHUNK):
-            rows = c.execute("SELECT id, uid, flags, modseq FROM message WHERE folder_id = ? AND uid IN (SELECT value FROM json_each(?))",
-                             (folder_id, _ids(chunk))).fetchall()
-            for mid, uid, fl, ms in rows:
-                old = set(_flags(fl))
-                if unchangedsince is not None and ms > unchangedsince:
-                    res.modified.append(uid)  # RFC 7162 §3.1.3
-                    continue
-                new = old | want if mode == "+" else old - want if mode == "-" else set(want)
-                if new == old:
-                    continue
-                if not modseq:
-                    modseq = SqliteOps._bump(c, folder_id)  # one new MODSEQ for this command
-                nf = tuple(sorted(new))
-                updates.append((" ".join(nf), modseq, mid))
-                res.changed.append(MessageMeta(uid, nf, modseq))
-                if "\\Seen" in new and "\\Seen" not in old:
-                    newly_seen.append(uid)
+        rows = c.execute("SELECT id, uid, flags, modseq FROM message WHERE folder_id = ? AND uid IN (SELECT value FROM json_each(?))",
+                         (folder_id, _ids(uids))).fetchall()
+        for mid, uid, fl, ms in rows:
+            old = set(_flags(fl))
+            if unchangedsince is not None and ms > unchangedsince:
+                res.modified.append(uid)  # RFC 7162 §3.1.3
+                continue
+            new = old | want if mode == "+" else old - want if mode == "-" else set(want)
+            if new == old:
+                continue
+            if not modseq:
+                modseq = SqliteOps._bump(c, folder_id)  # one new MODSEQ for this command
+            nf = tuple(sorted(new))
+            updates.append((" ".join(nf), modseq, mid))
+            res.changed.append(MessageMeta(uid, nf, modseq))
+            if "\\Seen" in new and "\\Seen" not in old:
+                newly_seen.append(uid)
         if updates:
             c.executemany("UPDATE message SET flags = ?, modseq = ? WHERE id = ?", updates)
         if newly_seen:
@@ -243,13 +239,10 @@ class SqliteOps:
 
     @staticmethod
     def _receipts(c: Any, folder_id: int, uids: list[int]) -> list[tuple[int, str | None, str]]:
-        out: list[tuple[int, str | None, str]] = []
-        for chunk in _chunks(uids, 200):
-            rows = c.execute("SELECT m.uid, m.message_id, substr(b.data, 1, 16384) FROM message m "
-                             "JOIN blob b ON b.id = m.blob_id WHERE m.folder_id = ? AND m.uid IN (SELECT value FROM json_each(?))",
-                             (folder_id, _ids(chunk))).fetchall()
-            out.extend(receipt_requests(rows))
-        return out
+        rows = c.execute("SELECT m.uid, m.message_id, substr(b.data, 1, 16384) FROM message m "
+                         "JOIN blob b ON b.id = m.blob_id WHERE m.folder_id = ? AND m.uid IN (SELECT value FROM json_each(?))",
+                         (folder_id, _ids(uids))).fetchall()
+        return receipt_requests(rows)
 
     def append(self, c: Any, folder_id: int, raw: bytes, digest: str, flags: str, internaldate: dt.datetime,
                message_id: str | None, env: Any, bs: Any) -> tuple[int, int]:
@@ -278,8 +271,7 @@ class SqliteOps:
         if not gone:
             return [], 0
         modseq = self._bump(c, folder_id)
-        for chunk in _chunks([i for i, _u in gone], _CHUNK):
-            c.execute("DELETE FROM message WHERE id IN (SELECT value FROM json_each(?))", (_ids(chunk),))
+        c.execute("DELETE FROM message WHERE id IN (SELECT value FROM json_each(?))", (_ids([i for i, _u in gone]),))
         c.executemany("INSERT INTO expunged (folder_id, uid, modseq) VALUES (?, ?, ?)",
                       [(folder_id, u, modseq) for _i, u in gone])
         done = sorted(u for _i, u in gone)
