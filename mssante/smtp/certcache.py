@@ -11,8 +11,9 @@ decision is used only while all of these hold, otherwise the certificate is vali
 - `now` within [time of the check, earliest of: every certificate of the path's notAfter, every CRL's
   nextUpdate, the check + `max_age`]; a clock that went backwards is a miss.
 
-Only positive decisions are cached: a refusal is recomputed (it is the rare case, and a CRL or an
-intermediate arriving may turn it into an acceptance).
+Only positive decisions whose revocation was checked are cached: a refusal is recomputed (it is the
+rare case, and a CRL or an intermediate arriving may turn it into an acceptance), and so is an acceptance
+noting that revocation could not be checked (fail-open).
 
 Keyed by the certificate object, as trust.policy.CertificateDnCache: cryptography hashes and compares
 certificates by their whole DER (in Rust), so a new object for the same certificate hits, and no DER
@@ -66,7 +67,11 @@ class CertDecisionCache:
             del self._items[key]
         self.misses += 1
         decision = validator.validate(cert, role, now)
-        if decision.ok:
+        # An acceptance with notes is one whose revocation was NOT checked (revocation_fail_closed off and
+        # no usable CRL for an issuer): not cached. A CRL arriving for an issuer the store does not know
+        # yet is kept unverified until the next lookup, invisible to entries(), so only a fresh validation
+        # would see that it revokes the certificate.
+        if decision.ok and not getattr(decision, "detail", ""):
             until = now + self.max_age
             for c in decision.chain or (cert,):
                 until = min(until, c.not_valid_after_utc)

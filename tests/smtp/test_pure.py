@@ -169,3 +169,23 @@ def test_cert_decision_cache_bounds() -> None:
     cache.validate(v, cert, "TLS_CLIENT", t0 + dt.timedelta(minutes=1))
     cache.validate(v, cert, "TLS_CLIENT", t0 + dt.timedelta(minutes=1))
     assert v.calls == calls + 2  # OCSP configured: no caching
+
+
+def test_cert_decision_cache_skips_unchecked_revocation() -> None:
+    """Fail-open acceptances (pki notes that revocation was not checked) are validated every time: a CRL
+    for that issuer may arrive where the store's entries() does not show it yet."""
+    from mssante.smtp.certcache import CertDecisionCache
+
+    class _Noted(_Validator):
+        def validate(self, cert: _Cert, role: str, now: dt.datetime) -> _Decision:
+            d = super().validate(cert, role, now)
+            d.detail = "revocation of CN=x not checked: crl_unavailable"  # type: ignore[attr-defined]
+            return d
+
+    t0 = dt.datetime(2026, 12, 4, 12, 0, tzinfo=dt.timezone.utc)
+    v = _Noted(_Store([]))
+    cert = _Cert(b"leaf", t0 + dt.timedelta(days=300))
+    cache = CertDecisionCache(max_age=600)
+    for _ in range(2):
+        assert cache.validate(v, cert, "TLS_CLIENT", t0).ok
+    assert v.calls == 2
