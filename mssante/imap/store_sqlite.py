@@ -97,17 +97,11 @@ class SqliteOps:
         return _metas(rows)
 
     @staticmethod
-    def open_folder(c: Any, mailbox_id: int, name: str) -> tuple[FolderInfo, list[MessageMeta]] | None:
-        f = SqliteOps.folder(c, mailbox_id, name)
-        if f is None:
-            return None
-        return f, SqliteOps.messages(c, f.id)
-
-    @staticmethod
     def open_folder_small(c: Any, mailbox_id: int, name: str, views: Any = None
                           ) -> tuple[FolderInfo, list[MessageMeta] | None] | None:
-        """open_folder, with None for the messages when there may be more than INLINE_ROWS. `views`
-        (SqlStorage._views) may answer the messages when the folder did not change since."""
+        """The folder row and its messages (SqlStorage.open_folder), with None for the messages when
+        there may be more than INLINE_ROWS. `views` (SqlStorage._views) may answer the messages when
+        the folder did not change since."""
         f = SqliteOps.folder(c, mailbox_id, name)
         if f is None:
             return None
