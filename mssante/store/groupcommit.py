@@ -414,17 +414,14 @@ class GroupCommitter:
                     log.warning("group commit of %d jobs failed; retrying each alone", len(live), exc_info=True)
                     await self._one_by_one(live, held)
                     break
-                self.batches += 1
-                self.jobs += len(live)
-                for (_, f), r in zip(live, results, strict=True):
-                    if not f.done():
-                        f.set_result(r)
+                self.batches += 1  # _run_batch answered the waiters as soon as the commit returned
+                self.jobs += len(results)
                 break
 
     async def _one_by_one(self, live: list[tuple[Job, asyncio.Future[Any]]], held: list[Any]) -> None:
         for job, f in live:
             try:
-                (r,) = await self._run_batch([(job, f)], held)
+                await self._run_batch([(job, f)], held)  # answers `f` once committed
             except asyncio.CancelledError:
                 if not f.done():
                     f.set_exception(CommitterClosed("the store is shutting down"))
@@ -438,8 +435,6 @@ class GroupCommitter:
             else:
                 self.batches += 1
                 self.jobs += 1
-                if not f.done():
-                    f.set_result(r)
 
     async def _run_batch(self, batch: list[tuple[Job, asyncio.Future[Any]]],
                          held: list[Any] | None = None) -> list[Any]:
