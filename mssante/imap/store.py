@@ -158,6 +158,11 @@ def _finfo_row(r: Sequence[Any]) -> FolderInfo:
     return FolderInfo(int(r[0]), r[1], r[2], int(r[3]), int(r[4]), int(r[5]), bool(r[6]))
 
 
+def _inbox_first(folders: Iterable[FolderInfo]) -> list[FolderInfo]:
+    """SqlStorage.folders' order: INBOX first, then the others by name."""
+    return sorted(folders, key=lambda f: (f.name != "INBOX", f.name))
+
+
 def _metas(rows: Iterable[Sequence[Any]]) -> list[MessageMeta]:
     """Rows (uid, flags, modseq) to MessageMeta; uid and modseq are BIGINT columns, already Python
     ints from sqlite3, asyncpg and SQLAlchemy alike."""
@@ -410,7 +415,7 @@ class SqlStorage:
                                                             snapshot=False))
         async with self._read() as s:
             rows = (await s.execute(select(*_FOLDER_COLS).where(Folder.mailbox_id == mailbox_id))).all()
-        return sorted((_finfo(f) for f in rows), key=lambda f: (f.name != "INBOX", f.name))
+        return _inbox_first(_finfo(f) for f in rows)
 
     async def folder(self, mailbox_id: int, name: str) -> FolderInfo | None:
         if self._fast is not None:

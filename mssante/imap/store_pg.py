@@ -32,6 +32,7 @@ from mssante.imap.store import (
     _UTC,
     _finfo_row,
     _flags,
+    _inbox_first,
     _metas,
     receipt_requests,
 )
@@ -127,7 +128,7 @@ class PgOps:
     @staticmethod
     async def folders(c: Any, mailbox_id: int) -> list[FolderInfo]:
         rows = await c.fetch(_FOLDER_SQL + " WHERE mailbox_id = $1", mailbox_id)
-        return sorted((_finfo_row(r) for r in rows), key=lambda f: (f.name != "INBOX", f.name))
+        return _inbox_first(_finfo_row(r) for r in rows)
 
     @staticmethod
     async def folder(c: Any, mailbox_id: int, name: str) -> FolderInfo | None:

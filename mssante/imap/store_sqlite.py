@@ -28,6 +28,7 @@ from mssante.imap.store import (
     _UTC,
     _finfo_row,
     _flags,
+    _inbox_first,
     _metas,
     receipt_requests,
 )
@@ -78,7 +79,7 @@ class SqliteOps:
     @staticmethod
     def folders(c: Any, mailbox_id: int) -> list[FolderInfo]:
         rows = c.execute(_FOLDER_SQL + " WHERE mailbox_id = ?", (mailbox_id,)).fetchall()
-        return sorted((_finfo_row(r) for r in rows), key=lambda f: (f.name != "INBOX", f.name))
+        return _inbox_first(_finfo_row(r) for r in rows)
 
     @staticmethod
     def folder(c: Any, mailbox_id: int, name: str) -> FolderInfo | None:
