@@ -248,18 +248,18 @@ class CrlStore:
                *, for_ca: bool = False) -> CrlLookup:
         """The CRL to use at ``now`` for a certificate issued by ``issuer`` (a CA one when ``for_ca``)."""
         name = issuer_der if issuer_der is not None else issuer.subject.public_bytes()
-        best = self._best(name, issuer, for_ca)
-        if best is None and self._unverified.get(name):
-            pending = self._unverified[name]
-            still = [e for e in pending if not _signature_ok(e, issuer)]
+        pending = self._unverified.pop(name, None)
+        if pending:
+            # CRLs loaded before their issuer was known are verified at the first lookup after they
+            # arrive, so a newer one replaces an installed one instead of waiting behind it. One that
+            # does not verify is dropped and remembered as a bad-signature error (RFC 5280 §6.3.3 (f)).
             for e in pending:
-                if e not in still:
+                if _signature_ok(e, issuer):
                     self._install(e)
-            self._unverified[name] = still
-            best = self._best(name, issuer, for_ca)
-            if best is None and still:
-                return CrlLookup(CrlState.BAD_SIGNATURE,
-                                 f"CRL for {issuer.subject.rfc4514_string()} is not signed by its key")
+                else:
+                    self._errors[name] = (CrlState.BAD_SIGNATURE,
+                                          f"CRL for {issuer.subject.rfc4514_string()} is not signed by its key")
+        best = self._best(name, issuer, for_ca)
         if best is None:
             state, detail = self._errors.get(name, (CrlState.UNAVAILABLE, ""))
             if state is CrlState.GOOD:  # pragma: no cover - defensive

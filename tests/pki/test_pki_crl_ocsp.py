@@ -267,3 +267,18 @@ def test_crl_scope(space: TrustSpacePKI, serv: Issued, now: datetime) -> None:
     store.load(_crl(space, now, x509.CRLNumber(5), _idp(only_contains_user_certs=True)))
     assert v.validate(serv.cert, Role.TLS_SERVER, now).ok
     assert len(store.entries()) == 3
+
+
+def test_newer_crl_of_a_lazily_verified_issuer_replaces_the_installed_one(
+        space: TrustSpacePKI, serv: Issued, now: datetime) -> None:
+    """Issuer unknown at load time: the first CRL is verified at the first lookup, and so is a newer
+    one loaded later (it must not wait forever behind the installed one)."""
+    store = CrlStore()  # no issuers known: CRLs wait unverified until a lookup names their issuer
+    store.load(space.crl_paths[1].read_bytes())
+    first = store.lookup(space.organisations.cert, now + timedelta(minutes=1))
+    assert first.ok and first.entry is not None and not first.entry.is_revoked(serv.serial)
+    space.revoke(serv.serial, "keyCompromise", now)
+    space.write_crls(now + timedelta(hours=1))
+    store.load(space.crl_paths[1].read_bytes())
+    later = store.lookup(space.organisations.cert, now + timedelta(hours=2))
+    assert later.ok and later.entry is not None and later.entry.is_revoked(serv.serial)
