@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import base64
 import concurrent.futures
+import cProfile
 import multiprocessing
 import os
 import re
@@ -230,11 +231,16 @@ def _proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def gateway_cpu(intake) -> float:
-    """CPU seconds of the gateway: this process plus its decide worker processes (not the LIS)."""
+def helper_cpu(intake) -> float:
+    """CPU seconds of the gateway's decide worker processes."""
     pool = getattr(intake, "_pool", None)
     pids = list(getattr(pool, "_processes", None) or {}) if pool is not None else []
-    return time.process_time() + sum(_proc_cpu(p) for p in pids)
+    return sum(_proc_cpu(p) for p in pids)
+
+
+def gateway_cpu(intake) -> float:
+    """CPU seconds of the gateway: this process plus its decide worker processes (not the LIS)."""
+    return time.process_time() + helper_cpu(intake)
 
 
 def ms(v: float) -> str:
@@ -272,27 +278,37 @@ async def main(args: argparse.Namespace) -> None:
             await throughput(server.port, payload, min(20, n), args.connections, f"W{tag}")  # warm-up
             # Intake alone (worker paused): the CPU cost of accepting one message, machine-load independent.
             await worker.stop()
-            cpu0 = gateway_cpu(intake)
+            cpu0, main0 = gateway_cpu(intake), time.process_time()
             irate, ilat, _ = await throughput(server.port, payload, n, args.connections, f"I{tag}")
             icpu = (gateway_cpu(intake) - cpu0) / n
+            imain = (time.process_time() - main0) / n
             worker.start()
             await drain(services)
-            cpu0 = gateway_cpu(intake)
+            cpu0, main0 = gateway_cpu(intake), time.process_time()
+            profiler = cProfile.Profile() if args.profile else None
+            if profiler is not None:
+                profiler.enable()
             t0 = time.perf_counter()
             rate, lat, refused = await throughput(server.port, payload, n, args.connections, f"{tag}")
+            if profiler is not None:
+                profiler.disable()
+                profiler.dump_stats(f"{args.profile}.{tag}")
             cpu = (gateway_cpu(intake) - cpu0) / n
+            main_cpu = (time.process_time() - main0) / n
             await drain(services)  # sustained = until the worker has also submitted every leg message
             srate = n / (time.perf_counter() - t0)
             scpu = (gateway_cpu(intake) - cpu0) / n
             print(f"\n[{label}] {len(payload)} bytes per message; load average {os.getloadavg()[0]:.1f}")
             print(f"  throughput: {n} messages, {rate:.0f} accepted/s (AA), refused {refused}; "
                   f"ACK p50 {ms(pct(lat, 50))} p99 {ms(pct(lat, 99))}; "
-                  f"gateway CPU {ms(cpu)} per message (intake + worker running alongside); "
+                  f"gateway CPU {ms(cpu)} per message (intake + worker running alongside; {ms(main_cpu)} of it "
+                  f"in the main process); "
                   f"LIS CPU {ms(LIS_CPU[-1])} per message")
             print(f"  sustained (until the worker has submitted every leg message too): {srate:.0f}/s; "
                   f"gateway CPU {ms(scpu)} per message, i.e. about {1 / scpu:.0f}/s per free core")
             print(f"  intake alone (worker paused): {irate:.0f} accepted/s; ACK p50 {ms(pct(ilat, 50))} "
-                  f"p99 {ms(pct(ilat, 99))}; CPU {ms(icpu)} per message, i.e. about {1 / icpu:.0f}/s per free core")
+                  f"p99 {ms(pct(ilat, 99))}; CPU {ms(icpu)} per message ({ms(imain)} in the main process), "
+                  f"i.e. about {1 / icpu:.0f}/s per free core")
             # Let the worker catch up with the backlog before measuring end-to-end latency.
             await drain(services)
             pn = max(10, int(args.paced_seconds * args.paced))
@@ -323,5 +339,8 @@ if __name__ == "__main__":
     ap.add_argument("--paced-seconds", type=float, default=3.0, help="duration of the latency phase")
     ap.add_argument("--processes", type=int, default=0,
                     help="run the pure decide step in N worker processes (0: a thread of this process)")
+    ap.add_argument("--profile", default="",
+                    help="cProfile the main thread (event loop) during each throughput phase with the worker "
+                         "running; stats written to PROFILE.T (30 KB) and PROFILE.S (SEGUR)")
     ap.add_argument("--db-url", default="", help="an empty database URL (default: SQLite in a temp dir)")
     asyncio.run(main(ap.parse_args()))

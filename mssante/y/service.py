@@ -41,6 +41,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from mssante.smtp.delivery import committer_for
 from mssante.store.groupcommit import GroupCommitter
 from mssante.store.mail import store_blob
 from mssante.store.models import AuditEvent, Blob
@@ -244,9 +245,10 @@ class YIntake:
         )
         # Set by start_y from the connector it built; tests and tools may set extras["y_dmp_enabled"].
         self.dmp_enabled = bool(services.extras.get("y_dmp_enabled", bool(cfg.dmp.url)))
-        backend = services.engine.dialect.name
-        self._committer = committer or GroupCommitter(services.sessions, workers=1 if backend == "sqlite" else 4)
-        self._own_committer = committer is None
+        # The gateway's shared group committer (mssante.smtp.delivery.committer_for), which the Y worker's
+        # submissions and SMTP acceptances also go through: one writer per process. On SQLite two writers of
+        # one process would meet in SQLite's busy handler, which sleeps 1, 2, 5, 10 ms… between tries.
+        self._committer = committer or committer_for(services)
         # The decide step is CPU-bound (HL7, CDA, XDM ZIP, MIME): a process pool spreads it over cores.
         n = decide_processes if decide_processes is not None else int(services.extras.get("y_decide_processes", 0))
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
@@ -264,8 +266,7 @@ class YIntake:
         return intake
 
     async def close(self) -> None:
-        if self._own_committer:
-            await self._committer.close()
+        """Stop the decide processes (the shared committer is closed by its owner: close_committer)."""
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None

@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import email.parser
+import functools
 import hashlib
 import email.policy
 import logging
@@ -260,24 +261,31 @@ class YWorker:
             return out
 
         prepared = await asyncio.to_thread(prepare_all)
+        # Through the gateway's group committer, as the intake's plans: one writer per process, so that on
+        # SQLite this transaction and the intake's queue up here instead of in SQLite's busy handler (which
+        # sleeps 1, 2, 5, 10 ms… between tries while the other connection holds the write lock).
+        from mssante.smtp.delivery import committer_for
+
+        committer = committer_for(self.services)
+        changes: list[Change] = []
         try:
-            async with self.services.sessions() as s, s.begin():
-                handled = await self._submit_batch(s, keys, prepared, now)
+            changes = await committer.submit(functools.partial(self._submit_batch, keys=keys, prepared=prepared, now=now))
         except Exception:  # noqa: BLE001 - one bad group must not block the others: each alone
             log.warning("y worker: submission batch of %d failed; each leg message alone", len(keys), exc_info=True)
-            handled = 0
             for key in keys:
                 try:
-                    async with self.services.sessions() as s, s.begin():
-                        handled += await self._submit_batch(s, [key], prepared, now)
+                    changes += await committer.submit(functools.partial(self._submit_batch, keys=[key],
+                                                                        prepared=prepared, now=now))
                 except Exception:  # noqa: BLE001 - stays accepted, retried next round
                     log.exception("y delivery %s: submission failed", key[0])
-        if handled:
+        for c in changes:
+            self.services.metrics.y_legs.labels(kind=LEG_MSS, state=c.target).inc()
+        if changes:
             _relay_wakeup(self.services)
-        return handled
+        return len(changes)
 
-    async def _submit_batch(self, s: AsyncSession, keys: Sequence[tuple[int, str, int]],
-                            prepared: dict[int, tuple[bytes, Any, Any]], now: dt.datetime) -> int:
+    async def _submit_batch(self, s: AsyncSession, *, keys: Sequence[tuple[int, str, int]],
+                            prepared: dict[int, tuple[bytes, Any, Any]], now: dt.datetime) -> list[Change]:
         """Submit leg messages as the lab's APP mailbox, in the caller's transaction, with a fixed number of
         statements whatever the batch size.
 
@@ -286,7 +294,8 @@ class YWorker:
         recipients must exist and be open (550 5.1.1); remote ones must be in the trust space (550 5.7.1,
         SPECS.md §1). Writes: local deliveries (`deliver_many`: UIDs, MODSEQ, ENVELOPE/BODYSTRUCTURE), the
         relay queue rows of `mssante.store.queue.enqueue`, the `smtp.y.accept` audit events and the leg
-        transitions (`apply_many`). Returns the number of legs moved."""
+        transitions (`apply_many`). Returns the legs moved. A group-commit job: safe to run again after a
+        rollback (it only writes through `s`)."""
         from mssante.smtp.envelope import domain_of
         from mssante.store.groupcommit import LocalDelivery, deliver_many
         from mssante.store.queue import QUEUED as Q_QUEUED
@@ -309,7 +318,7 @@ class YWorker:
                 legs.setdefault((int(delivery_id), str(message_id)), []).append((int(leg_id), str(rcpt)))
         work = [k for k in keys if (k[0], k[1]) in legs]  # the others: another worker did them
         if not work:
-            return 0
+            return []
         senders = {int(i): str(m) for i, m in (await s.execute(
             select(YDelivery.id, YDelivery.sender_mailbox).where(YDelivery.id.in_(sorted({k[0] for k in work}))))).all()}
         open_apps = {str(a) for a, in (await s.execute(
@@ -389,10 +398,8 @@ class YWorker:
                 for qid, (_, _, remote) in zip(qids, queued, strict=True) for a in remote])
         if events:
             await s.execute(insert(AuditEvent), events)
-        await apply_many(s, changes, now=now)
-        for c in changes:
-            self.services.metrics.y_legs.labels(kind=LEG_MSS, state=c.target).inc()
-        return len(changes)
+        applied = set(await apply_many(s, changes, now=now))
+        return [c for c in changes if c.leg_id in applied]
 
     # --- 2. DMP legs ---------------------------------------------------------------------------------
     async def start_dmp(self, now: dt.datetime) -> int:

@@ -113,6 +113,9 @@ async def close_services(services: Services) -> None:
     intake = services.extras.get("y_intake")
     if intake is not None:
         await intake.close()
+    from mssante.smtp.delivery import close_committer
+
+    await close_committer(services)  # the shared writer of the intake and the worker
     await services.engine.dispose()
 
 

@@ -33,6 +33,7 @@ from .support import (
     make_services,
     segur_bytes,
     sender_entry,
+    with_control_id,
 )
 
 
@@ -196,6 +197,39 @@ async def test_missing_local_recipient_fails_its_leg_only(env) -> None:
     assert state[PRESCRIBER].state == "failed" and state[PRESCRIBER].last_error.startswith("550 5.1.1")
     assert state[PATIENT].state == "queued"
     assert state["dmp"].state == "accepted"  # no connector configured: waits, never lost
+
+
+async def test_a_failing_leg_message_blocks_no_other_in_its_batch(env, monkeypatch) -> None:
+    """The batch transaction (through the shared group committer) fails: each leg message is then submitted
+    alone; the bad one stays `accepted` (retried next round), the others go, nothing is written twice."""
+    import mssante.store.groupcommit as groupcommit
+
+    services, client, sink = env
+    for cid in ("C1", "C2"):
+        assert b"MSA|AA|" in await client.send(with_control_id(segur_bytes(), cid))
+    async with services.sessions() as s:
+        first = await s.scalar(select(YLeg.message_id).where(YLeg.group == "ps").order_by(YLeg.id).limit(1))
+    real = groupcommit.deliver_many
+
+    async def failing(session, items, folder="INBOX"):
+        if any(it.message_id == first for it in items):
+            raise RuntimeError("disk full")
+        return await real(session, items, folder)
+
+    monkeypatch.setattr(groupcommit, "deliver_many", failing)
+    worker = YWorker(services, dmp=None)
+    await worker.submit_mss(services.now())
+    async with services.sessions() as s:
+        ps = {m: st for m, st in (await s.execute(select(YLeg.message_id, YLeg.state).where(YLeg.group == "ps"))).all()}
+    assert ps[first] == "accepted" and sorted(ps.values()) == ["accepted", "delivered"]
+    assert await inbox_count(services, PRESCRIBER) == 1
+    monkeypatch.setattr(groupcommit, "deliver_many", real)
+    await worker.submit_mss(services.now())
+    async with services.sessions() as s:
+        states = (await s.scalars(select(YLeg.state).where(YLeg.kind == "mss"))).all()
+        queued = await s.scalar(select(func.count()).select_from(QueueMessage))
+    assert sorted(states) == ["delivered", "delivered", "queued", "queued"]
+    assert await inbox_count(services, PRESCRIBER) == 2 and queued == 2  # each leg message once
 
 
 async def test_unreachable_ack_endpoint_is_retried_from_the_outbox(env) -> None:
