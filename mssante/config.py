@@ -117,6 +117,7 @@ class ImapConfig:
     idle_timeout: float = 1800.0  # RFC 9051 §6.3.13: at least 30 minutes
     command_timeout: float = 1800.0
     bad_command_limit: int = 20
+    processes: int = 1  # IMAP processes on the same listeners (SO_REUSEPORT); >1 uses a core each
 
 
 @dataclass
@@ -289,6 +290,8 @@ def _check(cfg: Config) -> None:
         parse_hostport(cfg.relay.dns_server, "relay.dns_server")
     if cfg.smtp.max_message_size < 1024:
         raise ConfigError(f"config error: smtp.max_message_size = {cfg.smtp.max_message_size}: expected at least 1024 bytes")
+    if not 1 <= cfg.imap.processes <= 64:
+        raise ConfigError(f"config error: imap.processes = {cfg.imap.processes}: expected 1 to 64")
 
 
 def parse_hostport(value: str, key: str = "address") -> tuple[str, int]:

@@ -57,6 +57,7 @@ class Upkeep:
 
     services: Services
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    issue_crls: bool = True  # False in the extra IMAP processes: the main process re-issues dev CRLs
 
     def start(self) -> Upkeep:
         self.tasks.append(asyncio.create_task(self._crls(), name="crl-refresh"))
@@ -75,7 +76,7 @@ class Upkeep:
         interval = max(60, self.services.config.tls.crl_refresh_minutes * 60)
         while True:
             try:
-                authority = self._dev_authority()
+                authority = self._dev_authority() if self.issue_crls else None
                 if authority is not None:
                     space = authority.open()
                     await asyncio.to_thread(space.write_crls, self.services.now())
@@ -103,7 +104,8 @@ async def attach_services(services: Services) -> None:
     services.extras["trust_service"] = await trust_service.start(services)
     services.directory = Directory(services.engine)
     services.authenticator = Authenticator.from_services(services)
-    services.notifier = make_notifier(services.config.db_url)
+    # Several IMAP processes on SQLite: the others' changes are polled (mssante.store.notify).
+    services.notifier = make_notifier(services.config.db_url, cross_process=services.config.imap.processes > 1)
     await services.notifier.start()
 
 
@@ -131,11 +133,38 @@ def extra_http_routes(services: Services) -> list[Callable[[web.Application], No
     ]
 
 
+async def start_imap_listeners(services: Services) -> dict[str, Any]:
+    """The IMAP listeners (STARTTLS and implicit TLS) that are configured; with imap.processes > 1
+    they share their addresses with the other IMAP processes (SO_REUSEPORT)."""
+    from mssante.imap.server import start_imap
+    from mssante.smtp.server import server_tls_context
+
+    cfg = services.config
+    started: dict[str, Any] = {}
+    if not (cfg.listeners.imap or cfg.listeners.imaps):
+        return started
+    # The same context as SMTP: client certificates optional (they serve SASL EXTERNAL for ORG/APP).
+    tls = server_tls_context(services)
+    shared = cfg.imap.processes > 1
+    try:
+        for name, implicit in (("imap", False), ("imaps", True)):
+            value = getattr(cfg.listeners, name)
+            if value:
+                host, port = parse_hostport(value, f"listeners.{name}")
+                started[name] = await start_imap(services, host=host, port=port, implicit_tls=implicit,
+                                                 ssl_context=tls, reuse_port=shared)
+    except BaseException:
+        for listener in started.values():
+            with contextlib.suppress(Exception):
+                await listener.stop()
+        raise
+    return started
+
+
 async def start_listeners(services: Services) -> dict[str, Any]:
     """Start every configured listener; on a failure, stop those already started and re-raise."""
-    from mssante.imap.server import start_imap
     from mssante.smtp.relay import start_relay_worker
-    from mssante.smtp.server import server_tls_context, start_mta, start_submission
+    from mssante.smtp.server import start_mta, start_submission
     from mssante.y.service import start_y
 
     cfg = services.config
@@ -147,15 +176,11 @@ async def start_listeners(services: Services) -> dict[str, Any]:
             started["submission"] = await start_submission(services)
         started["relay"] = await start_relay_worker(services, mx_port=cfg.relay.mx_port,
                                                      poll_interval=cfg.relay.poll_seconds)
-        if cfg.listeners.imap or cfg.listeners.imaps:
-            # The same context as SMTP: client certificates optional (they serve SASL EXTERNAL for ORG/APP).
-            tls = server_tls_context(services)
-            if cfg.listeners.imap:
-                host, port = parse_hostport(cfg.listeners.imap, "listeners.imap")
-                started["imap"] = await start_imap(services, host=host, port=port, implicit_tls=False, ssl_context=tls)
-            if cfg.listeners.imaps:
-                host, port = parse_hostport(cfg.listeners.imaps, "listeners.imaps")
-                started["imaps"] = await start_imap(services, host=host, port=port, implicit_tls=True, ssl_context=tls)
+        started.update(await start_imap_listeners(services))
+        if cfg.imap.processes > 1 and (cfg.listeners.imap or cfg.listeners.imaps):
+            from mssante.workers import ImapWorkers
+
+            started["imap-workers"] = await ImapWorkers(cfg, cfg.imap.processes - 1).start()
         started["y"] = await start_y(services)
         started["upkeep"] = Upkeep(services).start()
     except BaseException:

@@ -104,14 +104,14 @@ async def serve(args: argparse.Namespace) -> None:
     now = lambda: dt.datetime.now(dt.timezone.utc)  # noqa: E731
     services = Services(config=Config(), engine=engine, sessions=sessions, audit=Audit(sessions, now),
                         metrics=Metrics())
-    services.notifier = make_notifier(args.db_url)
+    services.notifier = make_notifier(args.db_url, cross_process=args.shared)
     await services.notifier.start()
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(args.cert, args.key)
     settings = ImapSettings(hostname="bench", auth_failure_delay=0.0, idle_timeout=3600)
-    listener = await start_imap(services, host="127.0.0.1", port=0, implicit_tls=True, ssl_context=ctx,
-                                settings=settings)
+    listener = await start_imap(services, host="127.0.0.1", port=args.port, implicit_tls=True, ssl_context=ctx,
+                                settings=settings, reuse_port=args.shared)
     print(json.dumps({"port": listener.port, "pid": os.getpid()}), flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until the parent closes stdin
     st = listener.ctx.storage
@@ -121,17 +121,24 @@ async def serve(args: argparse.Namespace) -> None:
     await listener.stop()
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process, all threads (contention-independent cost measure)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU of the server processes, all threads (contention-independent cost measure)."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
-def rss_kib(pid: int) -> int:
+def rss_kib(pids: list[int]) -> int:
+    return sum(_rss_kib(pid) for pid in pids)
+
+
+def _rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
@@ -280,36 +287,40 @@ async def mix_load(port: int, ca: Path, users: int, clients: int, seconds: float
 
 
 async def bench_mix(port: int, ca: Path, users: int, clients: int, seconds: float, relogin: bool,
-                    server_pid: int, procs: int) -> None:
+                    server_pids: list[int], procs: int, lean: bool) -> None:
     """The mixed load from `procs` load-generator processes (one Python process cannot load the
     server: a client spends about as much CPU per command as the server does)."""
-    cpu0 = cpu_seconds(server_pid)
+    cpu0 = cpu_seconds(server_pids)
     t0 = time.perf_counter()
     if procs <= 1:
+        c0 = time.process_time()
         count, errors, el = await mix_load(port, ca, users, clients, seconds, relogin)
         rate = count / el
+        client_cpu = time.process_time() - c0
     else:
         shares = [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
         children = [await asyncio.create_subprocess_exec(
             sys.executable, __file__, "loadgen", "--port", str(port), "--ca", str(ca), "--users", str(users),
             "--clients", str(n), "--seconds", str(seconds), "--first", str(sum(shares[:i])),
-            *(["--relogin"] if relogin else []), stdout=asyncio.subprocess.PIPE)
+            *(["--relogin"] if relogin else []), *(["--lean"] if lean else []), stdout=asyncio.subprocess.PIPE)
             for i, n in enumerate(shares) if n]
         outs = [json.loads((await ch.communicate())[0]) for ch in children]
         count = sum(o["count"] for o in outs)
         errors = sum(o["errors"] for o in outs)
         rate = sum(o["count"] / o["elapsed"] for o in outs)
+        client_cpu = sum(o["cpu"] for o in outs)
         el = time.perf_counter() - t0
-    cpu = cpu_seconds(server_pid) - cpu0
+    cpu = cpu_seconds(server_pids) - cpu0
     label = "mix with LOGIN/LOGOUT every cycle" if relogin else "mix, logged in"
     print(f"{label}: {rate:,.0f} commands/s ({count} commands, {clients} clients in {max(1, procs)} processes, "
           f"{users} users, {el:.1f} s, {errors} errors); server CPU {cpu * 1000 / max(1, count):.2f} ms/command "
-          f"({cpu / el * 100:.0f}% of one CPU); load average {loadavg()}", flush=True)
+          f"({cpu / el * 100:.0f}% of one CPU); load generator ({'lean' if lean else 'asyncio'}) "
+          f"{client_cpu * 1000 / max(1, count):.2f} ms/command; load average {loadavg()}", flush=True)
 
 
-async def bench_idle(port: int, ca: Path, server_pid: int, n: int) -> None:
+async def bench_idle(port: int, ca: Path, server_pids: list[int], n: int) -> None:
     ctx = client_ctx(ca)
-    before = rss_kib(server_pid)
+    before = rss_kib(server_pids)
     conns: list[Conn] = []
     sem = asyncio.Semaphore(200)
 
@@ -326,7 +337,7 @@ async def bench_idle(port: int, ca: Path, server_pid: int, n: int) -> None:
     results = await asyncio.gather(*(one() for _ in range(n)), return_exceptions=True)
     failed = sum(1 for r in results if isinstance(r, BaseException))
     await asyncio.sleep(2)
-    after = rss_kib(server_pid)
+    after = rss_kib(server_pids)
     per = (after - before) / max(1, len(conns))
     print(f"idle: {len(conns)} TLS connections in IDLE ({failed} failed) in {time.perf_counter() - t0:.1f} s; "
           f"server RSS {before / 1024:.0f} -> {after / 1024:.0f} MiB = {per:.1f} KiB per connection", flush=True)
@@ -434,29 +445,40 @@ async def main(args: argparse.Namespace) -> None:
     print(f"bench_imap: {db_url.split('://')[0]}, {os.cpu_count()} CPUs (shared machine: figures are indicative)",
           flush=True)
     await setup(db_url, args.users, args.per_user, args.fetch_mailbox, args.real_hash)
-    proc = subprocess.Popen([sys.executable, __file__, "serve", "--db-url", db_url, "--cert", str(cert),
-                             "--key", str(key)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None and proc.stdin is not None
-    info = json.loads(proc.stdout.readline())
-    port, pid = info["port"], info["pid"]
+    servers: list[subprocess.Popen[str]] = []
+    port = 0
+    shared = ["--shared"] if args.server_procs > 1 else []
+    for _ in range(args.server_procs):  # the first binds a free port, the others share it (SO_REUSEPORT)
+        proc = subprocess.Popen([sys.executable, __file__, "serve", "--db-url", db_url, "--cert", str(cert),
+                                 "--key", str(key), "--port", str(port), *shared],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None
+        servers.append(proc)
+        port = json.loads(proc.stdout.readline())["port"]
+    pids = [p.pid for p in servers]
+    if args.server_procs > 1:
+        print(f"  {args.server_procs} server processes on port {port}", flush=True)
     try:
         if "mix" in args.only:
             await bench_mix(port, ca, args.users, args.clients, args.seconds, relogin=False,
-                            server_pid=pid, procs=args.procs)
-            await bench_mix(port, ca, args.users, args.clients, args.seconds, relogin=True, server_pid=pid,
-                            procs=args.procs)
+                            server_pids=pids, procs=args.procs, lean=args.client == "lean")
+            await bench_mix(port, ca, args.users, args.clients, args.seconds, relogin=True, server_pids=pids,
+                            procs=args.procs, lean=args.client == "lean")
         if "fetch" in args.only:
             await bench_fetch(port, ca, args.fetch_count, args.fetch_mailbox)
         if "notify" in args.only:
             await bench_notify(port, ca, args.watchers, args.rounds, db_url)
         if "idle" in args.only:
-            await bench_idle(port, ca, pid, args.idle)
+            await bench_idle(port, ca, pids, args.idle)
     finally:
-        proc.stdin.close()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        for proc in servers:
+            assert proc.stdin is not None
+            proc.stdin.close()
+        for proc in servers:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
         if pg is not None:
             pg.stop()
 
@@ -468,6 +490,8 @@ def parse() -> argparse.Namespace:
     s.add_argument("--db-url", required=True)
     s.add_argument("--cert", required=True)
     s.add_argument("--key", required=True)
+    s.add_argument("--port", type=int, default=0)
+    s.add_argument("--shared", action="store_true", help="several server processes: SO_REUSEPORT, polled notifier")
     g = sub.add_parser("loadgen", help="(internal) one mixed-load generator process")
     g.add_argument("--port", type=int, required=True)
     g.add_argument("--ca", required=True)
@@ -476,6 +500,7 @@ def parse() -> argparse.Namespace:
     g.add_argument("--seconds", type=float, required=True)
     g.add_argument("--first", type=int, default=0)
     g.add_argument("--relogin", action="store_true")
+    g.add_argument("--lean", action="store_true")
     p.add_argument("--quick", action="store_true", help="small sizes (the default when no size is given)")
     p.add_argument("--db-url", default="", help="database (default: SQLite in a temp dir)")
     p.add_argument("--pg", action="store_true", help="start a temporary PostgreSQL and use it")
@@ -491,6 +516,10 @@ def parse() -> argparse.Namespace:
     p.add_argument("--real-hash", action="store_true", help="production argon2id cost for logins")
     p.add_argument("--only", default="mix,fetch,notify,idle")
     p.add_argument("--procs", type=int, default=2, help="load-generator processes for the mix")
+    p.add_argument("--server-procs", type=int, default=2,
+                   help="IMAP server processes sharing the port, as `imap.processes` (default 2: one per core)")
+    p.add_argument("--client", choices=("lean", "asyncio"), default="lean",
+                   help="load generator: lean selector loop (imaptest-like, default) or asyncio streams")
     a = p.parse_args()
     if a.cmd == "loadgen":
         return a
@@ -507,10 +536,19 @@ def parse() -> argparse.Namespace:
 
 if __name__ == "__main__":
     args = parse()
+    if os.environ.get("BENCH_UVLOOP"):
+        import uvloop
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     if args.cmd == "loadgen":
-        n, e, el = asyncio.run(mix_load(args.port, Path(args.ca), args.users, args.clients, args.seconds,
-                                        args.relogin, args.first))
-        print(json.dumps({"count": n, "errors": e, "elapsed": el}), flush=True)
+        if args.lean:
+            from imap_loadgen import LoadGen
+
+            n, e, el = LoadGen(args.port, client_ctx(Path(args.ca)), args.users, PASSWORD, args.relogin,
+                               message).run(args.clients, args.seconds, args.first)
+        else:
+            n, e, el = asyncio.run(mix_load(args.port, Path(args.ca), args.users, args.clients, args.seconds,
+                                            args.relogin, args.first))
+        print(json.dumps({"count": n, "errors": e, "elapsed": el, "cpu": time.process_time()}), flush=True)
     elif args.cmd == "serve":
         if os.environ.get("BENCH_PROFILE"):
             import cProfile

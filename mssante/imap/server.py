@@ -59,8 +59,7 @@ class ImapConnection(asyncio.Protocol):
 
     # --- asyncio.Protocol -----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not subclasses
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         transport.set_write_buffer_limits(high=self.ctx.settings.output_limit)
@@ -357,8 +356,8 @@ class ImapListener:
 
     @property
     def port(self) -> int:
-        assert isinstance(self.server, asyncio.Server)
-        return int(self.server.sockets[0].getsockname()[1])
+        assert self.server is not None
+        return int(self.server.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
 
     async def stop(self) -> None:
         if self.server is not None:
@@ -394,7 +393,7 @@ def settings_from(services: Any, **overrides: Any) -> ImapSettings:
 
 async def start_imap(services: Any, *, host: str, port: int, implicit_tls: bool,
                      ssl_context: ssl.SSLContext | None, settings: ImapSettings | None = None,
-                     on_read_receipt: Any = None) -> ImapListener:
+                     on_read_receipt: Any = None, reuse_port: bool = False) -> ImapListener:
     """Start one IMAP listener. `implicit_tls=False` offers STARTTLS when `ssl_context` is given.
 
     Uses services.notifier (a mssante.store.notify.FolderNotifier) and services.authenticator when
@@ -420,7 +419,7 @@ async def start_imap(services: Any, *, host: str, port: int, implicit_tls: bool,
             on_read_receipt = q.put_nowait
     if implicit_tls and ssl_context is None:
         raise ValueError("implicit TLS needs an ssl_context")
-    storage = SqlStorage(services.sessions, published=notifier.publish)
+    storage = SqlStorage(services.sessions, published=notifier.publish, shared=reuse_port)
     settings = settings or settings_from(services)
     from mssante.auth.service import Authenticator
 
@@ -442,5 +441,8 @@ async def start_imap(services: Any, *, host: str, port: int, implicit_tls: bool,
     )
     listener = ImapListener(ctx, implicit_tls, ssl_context, owned_notifier=owned)
     loop = asyncio.get_running_loop()
-    listener.server = await loop.create_server(lambda: ImapConnection(listener), host, port, backlog=4096)
+    # reuse_port: several IMAP processes (mssante.workers) listen on the same address; the kernel
+    # spreads new connections between them (SO_REUSEPORT: same user only).
+    listener.server = await loop.create_server(lambda: ImapConnection(listener), host, port, backlog=4096,
+                                               reuse_port=reuse_port or None)
     return listener

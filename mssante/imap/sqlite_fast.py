@@ -21,12 +21,19 @@ once (sqlite3's statement cache).
   column types' own bind/result processors): rows written here and through the ORM are the same.
 Other writers (the MTA's deliveries, SQLAlchemy sessions of this process) serialise with the
 writer thread through SQLite's own lock (busy_timeout), as any two connections do.
+- Several IMAP processes on one file (`shared=True`, imap.processes > 1): their writer threads
+  also take an exclusive `flock` on `<database>.imap-write-lock` around each transaction. SQLite's
+  busy handler polls with growing sleeps (up to 100 ms) while another process holds the lock;
+  a writer blocked in flock is woken by the kernel the moment the other commits, and meanwhile
+  its queue fills, so the next batch carries more.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -41,8 +48,9 @@ _STOP = object()
 
 class SqliteRunner:
     def __init__(self, path: str, pragmas: Callable[[Any, Any], None], *, readers: int = 4,
-                 max_batch: int = 64) -> None:
+                 max_batch: int = 64, shared: bool = False) -> None:
         self._path = path
+        self._shared = shared
         self._pragmas = pragmas
         self._readers = readers
         self._max_batch = max_batch
@@ -123,16 +131,28 @@ class SqliteRunner:
                 if item is _STOP:
                     return
                 _answer(item[3], [(item[2], False, e)])
+        lock_fd = -1
         try:
+            if self._shared:
+                lock_fd = os.open(self._path + ".imap-write-lock", os.O_RDWR | os.O_CREAT, 0o600)
             while True:
                 item = self._wq.get()
                 if item is _STOP:
                     return
-                stop = self._run_batch(conn, item)
+                if lock_fd < 0:
+                    stop = self._run_batch(conn, item)
+                else:
+                    fcntl.flock(lock_fd, fcntl.LOCK_EX)
+                    try:
+                        stop = self._run_batch(conn, item)
+                    finally:
+                        fcntl.flock(lock_fd, fcntl.LOCK_UN)
                 if stop:
                     return
         finally:
             conn.close()
+            if lock_fd >= 0:
+                os.close(lock_fd)
 
     def _run_batch(self, conn: sqlite3.Connection, first: Any) -> bool:
         batch = [first]

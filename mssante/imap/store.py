@@ -249,7 +249,8 @@ class SqlStorage:
     with the folder ids that changed, for in-process wake-ups (mssante.store.notify)."""
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession], published: Any = None,
-                 new_uidvalidity: Any = None) -> None:
+                 new_uidvalidity: Any = None, shared: bool = False) -> None:
+        """`shared`: other processes serve IMAP on the same SQLite file (mssante.imap.sqlite_fast)."""
         self._sessions = sessions
         self._published = published
         self._new_uidvalidity = new_uidvalidity
@@ -278,7 +279,8 @@ class SqlStorage:
             from mssante.imap.store_sqlite import SqliteOps
             from mssante.store.db import _sqlite_pragmas
 
-            self._fast = SqliteRunner(url.database, _sqlite_pragmas, readers=_READERS, max_batch=_MAX_BATCH)
+            self._fast = SqliteRunner(url.database, _sqlite_pragmas, readers=_READERS, max_batch=_MAX_BATCH,
+                                      shared=shared)
             self._ops = SqliteOps(bind.dialect)
             weakref.finalize(self, self._fast.shutdown)
         elif bind.dialect.name == "postgresql" and bind.dialect.driver == "asyncpg":

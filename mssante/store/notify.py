@@ -9,6 +9,13 @@
   in-process. It reconnects with a back-off when the connection drops, and then publishes a
   "everything may have changed" signal (folder id 0 to every subscriber's `on_resync`).
 
+- Across processes (SQLite, several IMAP processes: `imap.processes`): SQLite has no NOTIFY.
+  `SqlitePollNotifier` asks SQLite every `interval` (50 ms) whether the file changed since its last
+  look (`PRAGMA data_version`, one call on a dedicated read-only connection: any other connection's
+  commit changes it), and only then reads the HIGHESTMODSEQ of the folders someone here is
+  subscribed to, and publishes those that moved. A delivery made by another process reaches an
+  IDLE session here within about one interval.
+
 The payload is a folder id, optionally ":modseq" (the MODSEQ the change produced): subscribers
 re-read the folder's changes unless they already know that MODSEQ.
 """
@@ -17,7 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import sqlite3
 from collections.abc import Callable
 from typing import Any
 
@@ -142,8 +151,93 @@ class PgFolderNotifier(FolderNotifier):
             self._conn = None
 
 
-def make_notifier(db_url: str) -> FolderNotifier:
-    """The notifier for a database URL: LISTEN/NOTIFY on PostgreSQL, in-process on SQLite."""
-    if make_url(db_url).get_backend_name() == "postgresql":
+class SqlitePollNotifier(FolderNotifier):
+    """Cross-process wake-ups on SQLite: poll `PRAGMA data_version`, then the subscribed folders' MODSEQs."""
+
+    def __init__(self, path: str, *, interval: float = 0.05) -> None:
+        super().__init__()
+        self._path = path
+        self._interval = interval
+        self._conn: sqlite3.Connection | None = None
+        self._version: int | None = None
+        self._known: dict[int, int] = {}  # folder id -> the HIGHESTMODSEQ last published or seen
+        self._task: asyncio.Task[None] | None = None
+        self.polls = 0
+
+    def _connect(self) -> sqlite3.Connection:
+        c = sqlite3.connect(f"file:{self._path}?mode=ro", uri=True, timeout=5, isolation_level=None,
+                            check_same_thread=False)
+        c.execute("PRAGMA busy_timeout=5000")
+        return c
+
+    def _look(self, ids: list[int]) -> dict[int, int] | None:
+        """In a thread: None when the file did not change since the last look, else the current
+        HIGHESTMODSEQ of each folder in `ids` that still exists."""
+        if self._conn is None:
+            self._conn = self._connect()
+        (version,) = self._conn.execute("PRAGMA data_version").fetchone()
+        if version == self._version:
+            return None
+        self._version = version
+        # One prepared statement whatever the number of folders: the ids travel as one JSON array.
+        return dict(self._conn.execute(
+            "SELECT id, highestmodseq FROM folder WHERE id IN (SELECT value FROM json_each(?))",
+            (json.dumps(ids),)).fetchall())
+
+    def _moved(self, ids: list[int], seen: dict[int, int]) -> list[tuple[int, int | None]]:
+        """(folder id, new MODSEQ or None when the folder is gone) for the folders that moved."""
+        moved: list[tuple[int, int | None]] = []
+        for fid in ids:
+            m = seen.get(fid)
+            if m is None:
+                moved.append((fid, None))  # deleted: its sessions find out and say BYE
+            elif self._known.get(fid) != m:
+                # Also on first sight: a session that already knows this MODSEQ ignores it cheaply,
+                # one that subscribed just before a change made elsewhere learns of it now.
+                moved.append((fid, m))
+                self._known[fid] = m
+        if len(self._known) > 2 * len(ids) + 1024:
+            self._known = {fid: m for fid, m in self._known.items() if fid in self._subs}
+        return moved
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            self.polls += 1
+            ids = list(self._subs)
+            try:
+                seen = await asyncio.to_thread(self._look, ids)
+            except sqlite3.Error as e:  # a busy or recovering file: look again next round
+                log.warning("SQLite change poll failed (%s); retrying", type(e).__name__)
+                if self._conn is not None:
+                    self._conn.close()
+                    self._conn = None
+                self._version = None
+                continue
+            if seen is not None:
+                for fid, modseq in self._moved(ids, seen):
+                    self.publish(fid, modseq)
+
+    async def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+def make_notifier(db_url: str, *, cross_process: bool = False) -> FolderNotifier:
+    """The notifier for a database URL: LISTEN/NOTIFY on PostgreSQL; on SQLite in-process, or polled
+    across processes when several processes serve IMAP on the same file (`cross_process`)."""
+    u = make_url(db_url)
+    if u.get_backend_name() == "postgresql":
         return PgFolderNotifier(db_url)
+    if cross_process and u.database and u.database != ":memory:":
+        return SqlitePollNotifier(u.database)
     return FolderNotifier()
