@@ -146,6 +146,7 @@ class YWorker:
         batch: int = 100,
         submit_batch: int = 32,
         coalesce: float = 0.03,
+        relay_interval: float = 5.0,
     ) -> None:
         self.services = services
         self.dmp = dmp
@@ -163,6 +164,9 @@ class YWorker:
         # commits (each wakes the worker) the rounds gather several deliveries instead of one each.
         self.coalesce = coalesce
         self.full_interval = min(poll_interval, 0.2)
+        # The relay hand-over check reads every `queued` leg (thousands during a remote operator's outage):
+        # at most this often from the loop; the relay itself retries on a 5 s poll.
+        self.relay_interval = relay_interval
         self.wakeup = services.extras.get("y_wakeup")
         if not isinstance(self.wakeup, asyncio.Event):
             self.wakeup = asyncio.Event()
@@ -191,7 +195,7 @@ class YWorker:
     async def _loop(self) -> None:
         assert self.wakeup is not None
         loop = asyncio.get_running_loop()
-        last_full = float("-inf")
+        last_full = last_relay = float("-inf")
         while True:
             woken = False
             with contextlib.suppress(asyncio.TimeoutError):
@@ -204,7 +208,10 @@ class YWorker:
             try:
                 if full:
                     last_full = loop.time()
-                    busy = await self.run_once()
+                    relay = last_full - last_relay >= self.relay_interval
+                    if relay:
+                        last_relay = last_full
+                    busy = await self.run_once(relay=relay)
                 else:
                     busy = await self.submit_mss(self.services.now())
             except asyncio.CancelledError:
@@ -217,14 +224,16 @@ class YWorker:
             elif self.coalesce > 0:
                 await asyncio.sleep(self.coalesce)
 
-    async def run_once(self) -> int:
-        """One round of every duty; returns how many items were handled (tests call it directly)."""
+    async def run_once(self, *, relay: bool = True) -> int:
+        """One round of every duty (the relay hand-over check if `relay`); returns how many items were
+        handled (tests call it directly)."""
         now = self.services.now()
         done = await self.submit_mss(now)
         done += await self.scan_mail_entry(now)
         done += await self.start_dmp(now)
         done += await self.scan_reports(now)
-        done += await self.check_relay(now)
+        if relay:
+            done += await self.check_relay(now)
         done += await self.send_zams(now)
         return done
 

@@ -130,6 +130,8 @@ async def test_full_y_lifecycle_with_reports_and_business_acks(env) -> None:
     async with services.sessions() as s, s.begin():
         await s.execute(delete(QueueRecipient))
         await s.execute(delete(QueueMessage))
+    await worker.run_once(relay=False)  # a loop round between two relay checks (`relay_interval`)
+    assert (await legs(services))[PATIENT].state == "queued"
     await worker.run_once()
     assert (await legs(services))[PATIENT].state == "sent"
     # A failure DSN arrives later for the patient: failed, a negative Z02 with the SMTP code.
