@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
 """IMAP benchmark: prints figures, asserts nothing (issue 6).
 
-The server runs in its own process (`serve` subcommand, started by the benchmark), the load in
-this one, over implicit TLS on 127.0.0.1. Four measures:
+The server runs in its own processes (`serve` subcommand, started by the benchmark: --server-procs
+of them on one port, as `imap.processes`), the load in others, over implicit TLS on 127.0.0.1. The
+mixed load comes from --procs load-generator processes, by default the lean selector loop of
+scripts/imap_loadgen.py (imaptest-like: a few tens of microseconds of CPU per command, so the
+server gets the machine; --client asyncio for the asyncio-streams client). Measures (--only):
 
   mix     imaptest-like mixed load, logged in: SELECT, FETCH metadata, FETCH body, STORE flags,
-          APPEND, EXPUNGE (and with --relogin LOGOUT/LOGIN every cycle), N users, C clients, T s
+          APPEND, EXPUNGE, N users, C clients, T s (`relogin`: the same with LOGOUT/LOGIN every cycle)
   idle    C concurrent TLS connections in IDLE: server RSS growth / C
   fetch   FETCH headers of 1,000 messages in a 10,000-message mailbox (ms)
   notify  delivery-to-IDLE latency (APPEND on one connection -> EXISTS on K idle ones; with a
@@ -16,7 +19,7 @@ this one, over implicit TLS on 127.0.0.1. Four measures:
         --fetch-mailbox 10000 --fetch-count 1000             # the issue's figures
 
 Users get a cheap argon2 hash unless --real-hash (argon2id as production, ~20 ms a login): the
-protocol is what is measured, not the password hash; --relogin with --real-hash shows the cost.
+protocol is what is measured, not the password hash; `relogin` with --real-hash shows the cost.
 """
 
 from __future__ import annotations
@@ -462,6 +465,7 @@ async def main(args: argparse.Namespace) -> None:
         if "mix" in args.only:
             await bench_mix(port, ca, args.users, args.clients, args.seconds, relogin=False,
                             server_pids=pids, procs=args.procs, lean=args.client == "lean")
+        if "relogin" in args.only:
             await bench_mix(port, ca, args.users, args.clients, args.seconds, relogin=True, server_pids=pids,
                             procs=args.procs, lean=args.client == "lean")
         if "fetch" in args.only:
@@ -514,10 +518,10 @@ def parse() -> argparse.Namespace:
     p.add_argument("--watchers", type=int, default=None)
     p.add_argument("--rounds", type=int, default=None)
     p.add_argument("--real-hash", action="store_true", help="production argon2id cost for logins")
-    p.add_argument("--only", default="mix,fetch,notify,idle")
+    p.add_argument("--only", default="mix,relogin,fetch,notify,idle")
     p.add_argument("--procs", type=int, default=2, help="load-generator processes for the mix")
-    p.add_argument("--server-procs", type=int, default=2,
-                   help="IMAP server processes sharing the port, as `imap.processes` (default 2: one per core)")
+    p.add_argument("--server-procs", type=int, default=1,
+                   help="IMAP server processes sharing the port, as `imap.processes`")
     p.add_argument("--client", choices=("lean", "asyncio"), default="lean",
                    help="load generator: lean selector loop (imaptest-like, default) or asyncio streams")
     a = p.parse_args()
@@ -553,7 +557,7 @@ if __name__ == "__main__":
         if os.environ.get("BENCH_PROFILE"):
             import cProfile
 
-            cProfile.run("asyncio.run(serve(args))", os.environ["BENCH_PROFILE"])
+            cProfile.run("asyncio.run(serve(args))", f"{os.environ['BENCH_PROFILE']}.{os.getpid()}")
         else:
             asyncio.run(serve(args))
     else:
