@@ -219,3 +219,40 @@ def test_serve_with_two_imap_processes(tmp_path: Path) -> None:
         rc = proc.wait(timeout=60)
     assert rc == 0
     assert not _children(proc.pid)
+
+
+def test_children_exit_when_the_parent_is_killed(tmp_path: Path) -> None:
+    """SIGKILL gives the parent no chance to stop its children: they see their stdin close and exit."""
+    data = tmp_path / "var"
+    offset = free_port_block()
+    subprocess.run([sys.executable, "-m", "mssante.cli", "--data-dir", str(data), "init", "--ports-offset", str(offset)],
+                   check=True, capture_output=True, cwd=REPO_ROOT)
+    with (data / "mssante.toml").open("a") as f:
+        f.write("\n[imap]\nprocesses = 3\n")
+    port = int(json.loads((data / "dev" / "accounts.json").read_text())["listeners"]["imaps"].split(":")[1])
+    proc = subprocess.Popen([sys.executable, "-m", "mssante.cli", "--data-dir", str(data), "serve"], cwd=REPO_ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 90
+        first = _child_listening(proc.pid, port, deadline)
+        second = _child_listening(proc.pid, port, deadline, not_pid=first)
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    while time.monotonic() < deadline and any(_alive(p) for p in (first, second)):
+        time.sleep(0.1)
+    assert not _alive(first) and not _alive(second)
+    _assert_port_free(port)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _assert_port_free(port: int) -> None:
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", port)) != 0, "something still listens"
