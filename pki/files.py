@@ -17,6 +17,10 @@ from cryptography import x509
 
 from pki.errors import MalformedInput
 
+# What cryptography raises for a certificate it cannot parse: ValueError, and InvalidVersion (not a
+# ValueError) for a version field other than v1/v3, e.g. one flipped byte in a peer's certificate.
+CERT_PARSE_ERRORS = (ValueError, x509.InvalidVersion)
+
 _PEM_CERT = re.compile(rb"-----BEGIN (?:X509 |TRUSTED )?CERTIFICATE-----.+?-----END (?:X509 |TRUSTED )?CERTIFICATE-----",
                        re.DOTALL)
 
@@ -88,13 +92,21 @@ def parse_certificates(data: bytes, *, source: str = "certificates") -> list[x50
                     certs.append(_trusted_certificate(block))
                 else:
                     certs.append(x509.load_pem_x509_certificate(block))
-            except ValueError as exc:
+            except CERT_PARSE_ERRORS as exc:
                 raise MalformedInput(f"{source}: malformed PEM certificate ({exc})") from exc
         return certs
     try:
         return [x509.load_der_x509_certificate(data)]
-    except ValueError as exc:
+    except CERT_PARSE_ERRORS as exc:
         raise MalformedInput(f"{source}: not a PEM or DER certificate") from exc
+
+
+def load_der_certificate(der: bytes, source: str = "certificate") -> x509.Certificate:
+    """One DER certificate (from a peer, a message...); MalformedInput for whatever cryptography refuses."""
+    try:
+        return x509.load_der_x509_certificate(der)
+    except CERT_PARSE_ERRORS as exc:
+        raise MalformedInput(f"{source}: not a DER certificate ({type(exc).__name__})") from exc
 
 
 def _trusted_certificate(block: bytes) -> x509.Certificate:

@@ -71,4 +71,10 @@ def peer_certificate(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> x509.C
     der = ssl_object.getpeercert(binary_form=True)
     if not der:
         return None
-    return x509.load_der_x509_certificate(der)
+    from pki.errors import MalformedInput
+    from pki.files import load_der_certificate
+
+    try:
+        return load_der_certificate(der, "peer certificate")
+    except MalformedInput:  # OpenSSL took it, cryptography cannot read it: no usable identity
+        return None

@@ -24,6 +24,8 @@ from signxml.exceptions import InvalidInput, InvalidSignature
 from signxml.signer import XMLSigner
 from signxml.verifier import SignatureConfiguration, XMLVerifier
 
+from pki.files import CERT_PARSE_ERRORS
+
 NS_SAML = "urn:oasis:names:tc:SAML:2.0:assertion"
 NS_DS = "http://www.w3.org/2000/09/xmldsig#"
 NS_XSI = "http://www.w3.org/2001/XMLSchema-instance"
@@ -210,7 +212,7 @@ def _embedded_certificate(assertion: etree._Element) -> x509.Certificate:
         raise VihfError("signature", "KeyInfo must carry exactly one X509Certificate")
     try:
         return x509.load_der_x509_certificate(base64.b64decode("".join((certs[0].text or "").split()), validate=True))
-    except ValueError:
+    except CERT_PARSE_ERRORS:  # binascii.Error is a ValueError
         raise VihfError("signature", "embedded certificate is not a valid DER certificate") from None
 
 

@@ -179,12 +179,9 @@ class ImapConnection(asyncio.Protocol):
     def peer_certificate(self) -> Any:
         if self._ssl is None or not self.tls:
             return None
-        der = self._ssl.getpeercert(binary_form=True)
-        if not der:
-            return None
-        from cryptography import x509
+        from pki.tls import peer_certificate
 
-        return x509.load_der_x509_certificate(der)
+        return peer_certificate(self._ssl)
 
     # --- Conn for the session ------------------------------------------------------------------
     @property

@@ -177,13 +177,17 @@ def _peer_info(writer: asyncio.StreamWriter, validator: Any, now: Any) -> PeerIn
     ssl_object = writer.get_extra_info("ssl_object")
     if ssl_object is None:
         return PeerInfo(str(peer[0]), int(peer[1]))
-    from cryptography import x509
+    from pki.errors import MalformedInput
+    from pki.files import load_der_certificate
 
     der = ssl_object.getpeercert(binary_form=True)
     if not der:
         return PeerInfo(str(peer[0]), int(peer[1]), tls=True)
-    cert = x509.load_der_x509_certificate(der)
     sha = hashlib.sha256(der).hexdigest()
+    try:
+        cert = load_der_certificate(der, "MLLP client certificate")
+    except MalformedInput:  # OpenSSL took it, cryptography cannot read it: refused as unverifiable
+        return PeerInfo(str(peer[0]), int(peer[1]), tls=True, cert_sha256=sha, cert_error="MALFORMED")
     if validator is None:
         return PeerInfo(str(peer[0]), int(peer[1]), tls=True, cert_sha256=sha, cert_error="NO_VALIDATOR")
     from pki.validation import Role

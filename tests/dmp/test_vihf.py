@@ -178,3 +178,23 @@ def test_inclusive_namespaces_transform_is_a_typed_refusal(ec_material: tuple[ec
     with pytest.raises(VihfError) as exc:
         verify_vihf(a, tls_client_cert=cert, now=NOW)
     assert exc.value.reason == "signature"
+
+
+def test_embedded_x509_v2_certificate_is_a_typed_refusal(ec_material: tuple[ec.EllipticCurvePrivateKey,
+                                                                            x509.Certificate]) -> None:
+    """cryptography raises InvalidVersion (not a ValueError) for a version-2 certificate: a VIHF
+    carrying one gets the usual signature refusal, not an unexpected exception."""
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+
+    key, cert = ec_material
+    a = _wire(build_vihf(SUBJECT, patient_resource_id=PATIENT, cert=cert, key=key, now=NOW))
+    der = cert.public_bytes(serialization.Encoding.DER)
+    v2 = der.replace(b"\xa0\x03\x02\x01\x02", b"\xa0\x03\x02\x01\x01", 1)  # [0] EXPLICIT INTEGER 2 -> 1
+    assert v2 != der
+    node = a.xpath("ds:Signature/ds:KeyInfo/ds:X509Data/ds:X509Certificate", namespaces=NS)[0]
+    node.text = base64.b64encode(v2).decode()
+    with pytest.raises(VihfError) as e:
+        verify_vihf(a, tls_client_cert=cert, now=NOW + timedelta(minutes=2))
+    assert e.value.reason == "signature" and "not a valid DER certificate" in e.value.detail

@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pki.crl import CrlStore
-from pki.errors import PkiError
-from pki.files import parse_certificates, parse_crl, parse_csr
+from pki.errors import MalformedInput, PkiError
+from pki.files import load_der_certificate, parse_certificates, parse_crl, parse_csr
 from pki.keys import parse_private_key
 from pki.space import TrustSpacePKI
 from pki.validation import Reason, Role, Validator, validate_pem_chain
@@ -60,8 +60,10 @@ def test_mutated_certificates_never_validate_or_raise(material: tuple[Validator,
         return
     mutated = der[:i] + bytes([value]) + der[i + 1:]
     try:
-        cert = x509.load_der_x509_certificate(mutated)
-    except ValueError:
+        cert = load_der_certificate(mutated)
+    except MalformedInput:  # also cryptography's InvalidVersion, which is not a ValueError
+        with pytest.raises(MalformedInput):
+            parse_certificates(mutated)
         return
     decision = validator.validate(cert, Role.TLS_SERVER, now)
     assert isinstance(decision.reason, Reason)
@@ -96,3 +98,15 @@ def test_chain_garbage(material: tuple[Validator, bytes, bytes], now: datetime) 
     validator, _, _ = material
     for blob in (b"", b"\x00" * 10, b"-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----"):
         assert validate_pem_chain(validator, blob, Role.TLS_CLIENT, now).reason is Reason.MALFORMED
+
+
+def test_version_2_certificate_is_malformed_input(material: tuple[Validator, bytes, bytes]) -> None:
+    """The example hypothesis found: byte 12 (the version INTEGER) 2 -> 1. cryptography raises
+    InvalidVersion, which is not a ValueError; every parser of ours turns it into MalformedInput."""
+    _, der, _ = material
+    v2 = der[:12] + b"\x01" + der[13:]
+    assert der[10:13] == b"\x02\x01\x02"
+    with pytest.raises(MalformedInput):
+        load_der_certificate(v2)
+    with pytest.raises(MalformedInput):
+        parse_certificates(v2)
