@@ -26,7 +26,6 @@ import concurrent.futures
 import dataclasses
 import datetime as dt
 import functools
-import hashlib
 import logging
 import multiprocessing
 import re
@@ -36,15 +35,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import insert, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mssante.smtp.delivery import committer_for
 from mssante.store.groupcommit import GroupCommitter
 from mssante.store.mail import store_blob
-from mssante.store.models import AuditEvent, Blob
 from mssante.y.ack import AckCode, AckContext, build_ack
 from mssante.y.hl7 import ErrorCode, Hl7Limits, Location, Problem
 from mssante.y.ins import InsEnvironment
@@ -52,6 +49,7 @@ from mssante.dmp.api import DmpRequest
 from mssante.y.intake import AuthorisedSender, IntakeConfig, YRefusal, decide, lookups_needed
 from mssante.y.mllp import Frame, Oversize, PeerInfo
 from mssante.y.models import LEG_DMP, LEG_MSS, YDelivery, YLeg
+from mssante.y.storage import PendingStore
 from mssante.y.tracking import ACCEPTED
 
 if TYPE_CHECKING:
@@ -435,122 +433,6 @@ class YIntake:
     def stored_plans(self) -> int:
         """For benchmarks: the jobs those transactions stored."""
         return self._committer.jobs
-
-
-@dataclass
-class PendingStore:
-    """A group-commit job: a decided plan to store (mssante.store.groupcommit `run_many`)."""
-
-    plan: StoragePlan
-    rule: SenderRule
-    actor: str
-    source: str
-    now: dt.datetime
-    audit: Any
-
-    @staticmethod
-    async def run_many(session: AsyncSession, jobs: Sequence[PendingStore]) -> list[tuple[int, bytes, bool]]:
-        return await store_plans(session, jobs, audit=jobs[0].audit)
-
-    async def __call__(self, session: AsyncSession) -> tuple[int, bytes, bool]:
-        return (await store_plans(session, [self], audit=self.audit))[0]
-
-
-async def store_blobs(session: AsyncSession, payloads: dict[str, bytes]) -> dict[str, int]:
-    """Content-addressed blobs (SHA-256 hex -> bytes) with two statements whatever their number (one
-    INSERT that keeps a blob already stored, one SELECT); returns their ids by digest. The caller commits."""
-    if not payloads:
-        return {}
-    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-    ins = postgresql.insert(Blob) if dialect == "postgresql" else sqlite.insert(Blob)
-    await session.execute(ins.on_conflict_do_nothing(index_elements=["sha256"]),
-                          [{"sha256": d, "size": len(r), "data": r} for d, r in payloads.items()])
-    return {str(h): int(i) for i, h in (await session.execute(
-        select(Blob.id, Blob.sha256).where(Blob.sha256.in_(list(payloads))))).all()}
-
-
-async def store_plans(session: AsyncSession, items: Sequence[PendingStore], *, audit: Any) -> list[tuple[int, bytes, bool]]:
-    """Step 4 for a batch of plans, in the caller's transaction, with a fixed number of statements
-    whatever the batch size: duplicates (one SELECT), blobs (content-addressed, one INSERT + one SELECT),
-    deliveries (one INSERT … RETURNING), legs, audit events. Returns (delivery id, ACK, duplicate) per
-    item. A control id already stored — or twice in the batch — is a duplicate answered with the first
-    ACK. Safe to re-run after a rollback (it only writes through `session`)."""
-    keys = list(dict.fromkeys((p.rule.key, p.plan.control_id) for p in items))
-    found: dict[tuple[str, str], tuple[int, str]] = {}
-    for i in range(0, len(keys), 200):
-        part = keys[i:i + 200]
-        # IN on both columns of the unique index (a row-value IN makes SQLite scan the whole index).
-        rows = (await session.execute(select(YDelivery.sender_key, YDelivery.control_id, YDelivery.id, YDelivery.ack)
-                                      .where(YDelivery.sender_key.in_(sorted({k for k, _ in part})),
-                                             YDelivery.control_id.in_(sorted({c for _, c in part}))))).all()
-        wanted = set(part)
-        found.update({(str(k), str(c)): (int(d), str(a)) for k, c, d, a in rows if (str(k), str(c)) in wanted})
-    new: dict[tuple[str, str], PendingStore] = {}
-    for p in items:
-        key = (p.rule.key, p.plan.control_id)
-        if key not in found and key not in new:
-            new[key] = p
-    if new:
-        digests: dict[str, bytes] = {}
-        digest_of: dict[int, str] = {}  # id(payload) -> its SHA-256: each payload is hashed once
-        for p in new.values():
-            for payload in [leg.raw for leg in p.plan.mail_legs] + [req_dmp.cda for req_dmp in p.plan.dmp]:
-                if id(payload) not in digest_of:
-                    digest_of[id(payload)] = hashlib.sha256(payload).hexdigest()
-                digests.setdefault(digest_of[id(payload)], payload)
-        blob_ids = await store_blobs(session, digests)
-        rows = (await session.execute(
-            insert(YDelivery).returning(YDelivery.id, YDelivery.sender_key, YDelivery.control_id,
-                                        sort_by_parameter_order=True),
-            [{"sender_key": p.rule.key, "control_id": p.plan.control_id, "message_type": p.plan.message_type,
-              "action": p.plan.action, "patient_ins": p.plan.patient_ins, "sender_mailbox": p.rule.mailbox,
-              "source": p.source, "actor": p.actor[:500], "ack_reception": p.plan.ack_reception,
-              "ack_lecture": p.plan.ack_lecture, "ack_endpoint": p.rule.ack_endpoint,
-              "ack_context": dataclasses.asdict(p.plan.ack_context), "ack": p.plan.ack.decode("utf-8"),
-              "warnings": list(p.plan.warnings), "received_at": p.now} for p in new.values()])).all()
-        ids = {(str(k), str(c)): int(i) for i, k, c in rows}
-        legs: list[dict[str, Any]] = []
-        events: list[dict[str, Any]] = []
-        for key, p in new.items():
-            plan, delivery_id, now = p.plan, ids[key], p.now
-            ins = plan.patient_ins or ""
-            n = len(legs)
-            for leg in plan.mail_legs:
-                blob_id = blob_ids[digest_of[id(leg.raw)]]
-                for rcpt in leg.recipients:
-                    rid = ins if leg.group == "patient" else plan.recipient_ids.get(rcpt.lower(), "")
-                    legs.append({"delivery_id": delivery_id, "kind": LEG_MSS, "group": leg.group, "recipient": rcpt,
-                                 "recipient_id": rid[:64], "message_id": leg.message_id, "blob_id": blob_id,
-                                 "state": ACCEPTED, "state_at": now, "attempts": 0, "next_attempt_at": now,
-                                 "detail": None})
-            for req_dmp in plan.dmp:
-                fields = {f.name: getattr(req_dmp, f.name) for f in dataclasses.fields(req_dmp) if f.name != "cda"}
-                fields["action"] = req_dmp.action.value
-                fields["restrictions"] = sorted(req_dmp.restrictions)
-                legs.append({"delivery_id": delivery_id, "kind": LEG_DMP, "group": "", "recipient": req_dmp.ins,
-                             "recipient_id": req_dmp.ins, "message_id": None,
-                             "blob_id": blob_ids[digest_of[id(req_dmp.cda)]], "state": ACCEPTED,
-                             "state_at": now, "attempts": 0, "next_attempt_at": now, "detail": {"request": fields}})
-            ev = audit.event(
-                "y.accepted", p.actor, "ok", delivery_id=delivery_id, sender=p.rule.key, control_id=plan.control_id[:64],
-                message_type=plan.message_type, source=p.source, ins=ins, legs=len(legs) - n,
-                dmp_legs=len(plan.dmp), mss_recipients=sum(len(m.recipients) for m in plan.mail_legs),
-            )
-            events.append({"at": ev.at, "action": ev.action, "actor": ev.actor, "outcome": ev.outcome,
-                           "details": ev.details})
-        if legs:
-            await session.execute(insert(YLeg), legs)
-        await session.execute(insert(AuditEvent), events)
-    out: list[tuple[int, bytes, bool]] = []
-    for p in items:
-        key = (p.rule.key, p.plan.control_id)
-        if key in found:
-            out.append((found[key][0], found[key][1].encode("utf-8"), True))
-        elif new[key] is p:
-            out.append((ids[key], p.plan.ack, False))
-        else:  # the same control id twice in one batch: the second is a duplicate of the first
-            out.append((ids[key], new[key].plan.ack, True))
-    return out
 
 
 # --- runtime glue: what `serve` starts (mssante/wiring.py) ------------------------------------------

@@ -310,7 +310,7 @@ class YWorker:
         from mssante.store.queue import QUEUED as Q_QUEUED
         from mssante.store.queue import QueueMessage, QueueRecipient
         from mssante.store.queue import domain_of as queue_domain
-        from mssante.y.service import store_blobs
+        from mssante.y.storage import store_blobs
 
         # By Message-ID and delivery (their indexes); state and kind are checked below, not in SQL, so that
         # SQLite does not walk the state index (accepted DMP legs may be many).

@@ -6,6 +6,9 @@ no leg, no queued or delivered message (issue 7: "Each gets a NACK that explains
 
 from __future__ import annotations
 
+import datetime as dt
+from typing import Any
+
 import base64
 import re
 from collections.abc import AsyncIterator
@@ -258,7 +261,8 @@ async def test_concurrent_connections_are_each_acknowledged_after_their_storage(
 
 
 async def test_store_plans_answers_a_duplicate_within_one_batch_with_the_first_ack(db_url: str, tmp_path: Path) -> None:
-    from mssante.y.service import PendingStore, StoragePlan, YIntake, store_plans
+    from mssante.y.service import StoragePlan, YIntake
+    from mssante.y.storage import PendingStore, store_plans
 
     services = await make_services(db_url, tmp_path, senders=[sender_entry()])
     intake = YIntake(services)
@@ -279,3 +283,55 @@ async def test_store_plans_answers_a_duplicate_within_one_batch_with_the_first_a
     finally:
         await intake.close()
         await close_services(services)
+
+
+async def test_store_plans_sqlite_fast_path_writes_what_the_core_path_writes(tmp_path: Path, monkeypatch) -> None:
+    """On SQLite the batch goes through the driver thread in one hand-off (mssante.y.storage._store_sqlite);
+    the rows it writes are those of the SQLAlchemy path, value for value (JSON null, dates, booleans)."""
+    import mssante.y.storage as storage
+    from mssante.store.models import AuditEvent, Blob
+    from mssante.y.service import YIntake
+
+    plans: list = []
+
+    async def stored(name: str) -> dict[str, list[tuple]]:
+        services = await make_services(f"sqlite+aiosqlite:///{tmp_path / name}.db", tmp_path / name,
+                                       senders=[sender_entry()])
+        intake = YIntake(services)
+        try:
+            now = dt.datetime(2026, 12, 4, 20, 0, tzinfo=dt.timezone.utc)
+            services.now = lambda: now
+            services.audit._now = lambda: now
+            if not plans:
+                plans.extend(intake._decide(with_control_id(segur_bytes(), cid), {}, now) for cid in ("F1", "F2", "F1"))
+            items = [storage.PendingStore(p, intake.rules[0], "test", "mllp", now, services.audit) for p in plans]
+            async with services.sessions() as s, s.begin():
+                answers = await storage.store_plans(s, items, audit=services.audit)
+            assert [a[2] for a in answers] == [False, False, True]
+            out: dict[str, list[tuple]] = {}
+            async with services.engine.connect() as c:
+                for table in (YDelivery.__table__, YLeg.__table__, Blob.__table__, AuditEvent.__table__):
+                    rows = (await c.execute(select(table).order_by(table.c.id))).all()  # type: ignore[attr-defined]
+                    out[table.name] = [tuple(r) for r in rows]  # type: ignore[attr-defined]
+            return out
+        finally:
+            await intake.close()
+            await close_services(services)
+
+    real, used = storage._store_sqlite, []
+
+    async def spy(*args: Any) -> Any:
+        out = await real(*args)
+        used.append(out is not None)
+        return out
+
+    monkeypatch.setattr(storage, "_store_sqlite", spy)
+    fast = await stored("fast")
+    assert used == [True]  # the one-hand-off path wrote it
+    monkeypatch.setattr(storage, "_store_sqlite", _no_fast_path)
+    core = await stored("core")
+    assert fast["y_leg"] and fast == core
+
+
+async def _no_fast_path(*args: object) -> None:
+    return None
