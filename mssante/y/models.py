@@ -88,7 +88,9 @@ class YLeg(Base):
     lease_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     last_error: Mapped[str | None] = mapped_column(Text)  # a code and a label, never content
     detail: Mapped[Any | None] = mapped_column(JSON)  # dmp document id, DSN status, MDN disposition...
-    __table_args__ = (Index("ix_y_leg_due", "state", "next_attempt_at"),)
+    # The worker's look-ups are by kind and state (due MSSanté legs, due DMP legs, queued legs): with
+    # `kind` first, thousands of legs of the other kind waiting in the same state are not read each round.
+    __table_args__ = (Index("ix_y_leg_kind_due", "kind", "state", "next_attempt_at"),)
 
 
 class YStateChange(Base):

@@ -183,7 +183,7 @@ async def apply_many(session: AsyncSession, changes: list[Change], *, now: dt.da
         values = _leg_values(target, now, err)
         ids = [c.leg_id for c in group]
         for i in range(0, len(ids), 500):
-            # `state || ''`: the guard must not become the access path (SQLite would walk ix_y_leg_due).
+            # `state || ''`: the guard must not become the access path (SQLite would walk ix_y_leg_kind_due).
             rows = await session.execute(
                 update(YLeg).where(YLeg.id.in_(ids[i:i + 500]), (YLeg.state + "").in_(sources_for(kind, target)))
                 .values(**values).returning(YLeg.id).execution_options(synchronize_session=False))
