@@ -312,33 +312,35 @@ class YWorker:
         from mssante.store.queue import domain_of as queue_domain
         from mssante.y.storage import store_blobs
 
-        # By Message-ID and delivery (their indexes); state and kind are checked below, not in SQL, so that
-        # SQLite does not walk the state index (accepted DMP legs may be many).
-        q = (select(YLeg.id, YLeg.delivery_id, YLeg.message_id, YLeg.recipient, YLeg.kind, YLeg.state)
+        # By Message-ID and delivery (their indexes), with the delivery's sender mailbox; state and kind are
+        # checked below, not in SQL, so that SQLite does not walk the state index (accepted DMP legs may be many).
+        q = (select(YLeg.id, YLeg.delivery_id, YLeg.message_id, YLeg.recipient, YLeg.kind, YLeg.state,
+                    YDelivery.sender_mailbox)
+             .join(YDelivery, YDelivery.id == YLeg.delivery_id)
              .where(YLeg.message_id.in_(sorted({k[1] for k in keys})),
                     YLeg.delivery_id.in_(sorted({k[0] for k in keys})))
              .order_by(YLeg.id))
         if self._pg:
-            q = q.with_for_update(skip_locked=True)
+            q = q.with_for_update(skip_locked=True, of=YLeg)
         legs: dict[tuple[int, str], list[tuple[int, str]]] = {}
+        senders: dict[int, str] = {}
         wanted = {(k[0], k[1]) for k in keys}
-        for leg_id, delivery_id, message_id, rcpt, kind, state in (await s.execute(q)).all():
+        for leg_id, delivery_id, message_id, rcpt, kind, state, sender in (await s.execute(q)).all():
             if (int(delivery_id), str(message_id)) in wanted and kind == LEG_MSS and state == ACCEPTED:
                 legs.setdefault((int(delivery_id), str(message_id)), []).append((int(leg_id), str(rcpt)))
+                senders[int(delivery_id)] = str(sender)
         work = [k for k in keys if (k[0], k[1]) in legs]  # the others: another worker did them
         if not work:
             return []
-        senders = {int(i): str(m) for i, m in (await s.execute(
-            select(YDelivery.id, YDelivery.sender_mailbox).where(YDelivery.id.in_(sorted({k[0] for k in work}))))).all()}
-        open_apps = {str(a) for a, in (await s.execute(
-            select(Mailbox.address).where(Mailbox.address.in_(sorted({m.lower() for m in senders.values()})),
-                                          Mailbox.enabled.is_(True), Mailbox.kind == "APP"))).all()}
+        # The senders (open APP mailboxes?) and the local recipients (open mailboxes?) in one look-up.
         local_domains = self.services.config.all_local_domains
-        local_rcpts = sorted({r.lower() for k in work for _, r in legs[(k[0], k[1])]
-                              if domain_of(r.lower()) in local_domains})
-        boxes = {str(a): (int(i), bool(e)) for a, i, e in (await s.execute(
-            select(Mailbox.address, Mailbox.id, Mailbox.enabled).where(Mailbox.address.in_(local_rcpts))))
-            .all()} if local_rcpts else {}
+        local_rcpts = {r.lower() for k in work for _, r in legs[(k[0], k[1])] if domain_of(r.lower()) in local_domains}
+        wanted_boxes = sorted(local_rcpts | {m.lower() for m in senders.values()})
+        found = {str(a): (int(i), bool(e), str(kind)) for a, i, e, kind in (await s.execute(
+            select(Mailbox.address, Mailbox.id, Mailbox.enabled, Mailbox.kind)
+            .where(Mailbox.address.in_(wanted_boxes)))).all()}
+        open_apps = {a for a, (_, enabled, kind) in found.items() if enabled and kind == "APP"}
+        boxes = {a: (i, e) for a, (i, e, _) in found.items() if a in local_rcpts}
         trust = self.services.trust
         local_items: list[LocalDelivery] = []
         queued: list[tuple[tuple[int, str, int], str, list[str]]] = []  # key, sender, remote recipients
