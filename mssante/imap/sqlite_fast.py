@@ -155,52 +155,29 @@ class SqliteRunner:
                 os.close(lock_fd)
 
     def _run_batch(self, conn: sqlite3.Connection, first: Any) -> bool:
-        batch = [first]
-        results: list[tuple[bool, Any]] = []
-        stop = False
         try:
             conn.execute("BEGIN IMMEDIATE")
         except BaseException as e:  # noqa: BLE001 - the caller gets the error
             _answer(first[3], [(first[2], False, e)])
             return False
-        broken: BaseException | None = None
-        i = 0
-        while True:
-            fn, args, _fut, _loop = batch[i]
-            try:
-                conn.execute("SAVEPOINT op")
-            except BaseException as e:  # noqa: BLE001 - the transaction is unusable: all fail
-                broken = e
-                break
-            try:
-                r = fn(conn, *args)
-            except BaseException as e:  # noqa: BLE001 - answered to its caller
-                results.append((False, e))
-                try:  # undo this operation only; if that fails (SQLite may have rolled back the
-                    # whole transaction itself: I/O error, disk full), the whole batch fails
-                    conn.execute("ROLLBACK TO op")
-                    conn.execute("RELEASE op")
-                except BaseException as e2:  # noqa: BLE001
-                    broken = e2
-                    break
-            else:
-                try:
-                    conn.execute("RELEASE op")
-                except BaseException as e:  # noqa: BLE001
-                    broken = e
-                    break
-                results.append((True, r))
-            i += 1
-            if i >= self._max_batch:
-                break
+        batch = [first]
+        stop = False
+
+        def more() -> Any:
+            nonlocal stop
+            if len(batch) >= self._max_batch:
+                return None
             try:
                 nxt = self._wq.get_nowait()
             except queue.Empty:
-                break
+                return None
             if nxt is _STOP:
                 stop = True
-                break
+                return None
             batch.append(nxt)
+            return nxt
+
+        results, broken = run_ops(conn, batch, more)
         if broken is None:
             try:
                 conn.execute("COMMIT")
@@ -209,18 +186,8 @@ class SqliteRunner:
             except BaseException as e:  # noqa: BLE001 - nothing of the batch is durable
                 broken = e
         if broken is not None:
-            if conn.in_transaction:
-                try:
-                    conn.execute("ROLLBACK")
-                except sqlite3.Error:
-                    log.exception("ROLLBACK failed")
-            from mssante.imap.store import StoreError
-
-            results = []
-            for _ in batch:
-                err = StoreError("transaction failed", "SERVERBUG")
-                err.__cause__ = broken
-                results.append((False, err))
+            rollback(conn)
+            results = failed(batch, broken)
         by_loop: dict[Any, list[tuple[Any, bool, Any]]] = {}
         for (_fn, _args, fut, loop), (ok, val) in zip(batch, results, strict=False):
             by_loop.setdefault(loop, []).append((fut, ok, val))
@@ -250,6 +217,59 @@ class SqliteRunner:
         w = self._writer
         if w is not None and w.is_alive():
             await asyncio.get_running_loop().run_in_executor(None, w.join, 30.0)
+
+
+def run_ops(conn: sqlite3.Connection, batch: list[Any], more: Callable[[], Any]
+            ) -> tuple[list[tuple[bool, Any]], BaseException | None]:
+    """Run each queued operation (fn, args, future, loop) of `batch`, then those `more()` adds, in
+    its own SAVEPOINT inside the open transaction: ([(ok, result or error)], None), or (partial,
+    error) when the transaction itself broke (then nothing of it may be acknowledged)."""
+    results: list[tuple[bool, Any]] = []
+    i = 0
+    while i < len(batch) or more() is not None:
+        fn, args, _fut, _loop = batch[i]
+        i += 1
+        try:
+            conn.execute("SAVEPOINT op")
+        except BaseException as e:  # noqa: BLE001 - the transaction is unusable: all fail
+            return results, e
+        try:
+            r = fn(conn, *args)
+        except BaseException as e:  # noqa: BLE001 - answered to its caller
+            results.append((False, e))
+            try:  # undo this operation only; if that fails (SQLite may have rolled back the
+                # whole transaction itself: I/O error, disk full), the whole batch fails
+                conn.execute("ROLLBACK TO op")
+                conn.execute("RELEASE op")
+            except BaseException as e2:  # noqa: BLE001
+                return results, e2
+        else:
+            try:
+                conn.execute("RELEASE op")
+            except BaseException as e:  # noqa: BLE001
+                return results, e
+            results.append((True, r))
+    return results, None
+
+
+def rollback(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            log.exception("ROLLBACK failed")
+
+
+def failed(batch: list[Any], broken: BaseException) -> list[tuple[bool, Any]]:
+    """Every member of a batch whose transaction failed answers NO [SERVERBUG]."""
+    from mssante.imap.store import StoreError
+
+    out: list[tuple[bool, Any]] = []
+    for _ in batch:
+        err = StoreError("transaction failed", "SERVERBUG")
+        err.__cause__ = broken
+        out.append((False, err))
+    return out
 
 
 def _answer(loop: asyncio.AbstractEventLoop, answers: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
