@@ -321,7 +321,8 @@ async def main(args: argparse.Namespace) -> None:
             print(f"  paced at {args.paced:.0f}/s: {pn} messages, ACK p50 {ms(pct(plat, 50))} p99 {ms(pct(plat, 99))}; "
                   f"end to end (ACK -> prescriber's INBOX) p50 {ms(pct(e2e, 50))} p99 {ms(pct(e2e, 99))} "
                   f"({len(e2e)} measured)")
-        print(f"\nintake group commit: {intake.stored_plans} messages stored in {intake.store_batches} transactions")
+        print(f"\ngroup commit (the intake's plans and the worker's submission batches share it): "
+              f"{intake.stored_plans} jobs in {intake.store_batches} transactions")
     finally:
         LIS_POOL.shutdown()
         await watcher.stop()

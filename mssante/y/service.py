@@ -426,7 +426,8 @@ class YIntake:
 
     @property
     def store_batches(self) -> int:
-        """For benchmarks: the storage transactions committed (by this intake's committer)."""
+        """For benchmarks: the transactions committed by the shared committer (intake plans, worker batches,
+        SMTP acceptances)."""
         return self._committer.batches
 
     @property
