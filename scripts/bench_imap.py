@@ -113,6 +113,12 @@ async def serve(args: argparse.Namespace) -> None:
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(args.cert, args.key)
     settings = ImapSettings(hostname="bench", auth_failure_delay=0.0, idle_timeout=3600)
+    if args.thread_writes:  # the write path before sqlite_inline, for comparison
+        from functools import partialmethod
+
+        from mssante.imap.sqlite_fast import SqliteRunner
+
+        SqliteRunner.__init__ = partialmethod(SqliteRunner.__init__, inline_writes=False)  # type: ignore[method-assign]
     listener = await start_imap(services, host="127.0.0.1", port=args.port, implicit_tls=True, ssl_context=ctx,
                                 settings=settings, reuse_port=args.shared)
     print(json.dumps({"port": listener.port, "pid": os.getpid()}), flush=True)
@@ -453,7 +459,8 @@ async def main(args: argparse.Namespace) -> None:
     shared = ["--shared"] if args.server_procs > 1 else []
     for _ in range(args.server_procs):  # the first binds a free port, the others share it (SO_REUSEPORT)
         proc = subprocess.Popen([sys.executable, __file__, "serve", "--db-url", db_url, "--cert", str(cert),
-                                 "--key", str(key), "--port", str(port), *shared],
+                                 "--key", str(key), "--port", str(port), *shared,
+                                 *(["--thread-writes"] if args.thread_writes else [])],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert proc.stdout is not None
         servers.append(proc)
@@ -496,6 +503,7 @@ def parse() -> argparse.Namespace:
     s.add_argument("--key", required=True)
     s.add_argument("--port", type=int, default=0)
     s.add_argument("--shared", action="store_true", help="several server processes: SO_REUSEPORT, polled notifier")
+    s.add_argument("--thread-writes", action="store_true")
     g = sub.add_parser("loadgen", help="(internal) one mixed-load generator process")
     g.add_argument("--port", type=int, required=True)
     g.add_argument("--ca", required=True)
@@ -520,6 +528,8 @@ def parse() -> argparse.Namespace:
     p.add_argument("--real-hash", action="store_true", help="production argon2id cost for logins")
     p.add_argument("--only", default="mix,relogin,fetch,notify,idle")
     p.add_argument("--procs", type=int, default=2, help="load-generator processes for the mix")
+    p.add_argument("--thread-writes", action="store_true",
+                   help="SQLite writes entirely on the writer thread (the path before sqlite_inline)")
     p.add_argument("--server-procs", type=int, default=1,
                    help="IMAP server processes sharing the port, as `imap.processes`")
     p.add_argument("--client", choices=("lean", "asyncio"), default="lean",

@@ -48,12 +48,15 @@ _STOP = object()
 
 class SqliteRunner:
     def __init__(self, path: str, pragmas: Callable[[Any, Any], None], *, readers: int = 4,
-                 max_batch: int = 64, shared: bool = False) -> None:
+                 max_batch: int = 64, shared: bool = False, inline_writes: bool = True) -> None:
         self._path = path
         self._shared = shared
+        self._inline_writes = inline_writes
+        self._iw: Any = None  # sqlite_inline.InlineWriter, created at the first write
+        self._lock_fd = -1  # the inline writer's own open of the lock file (its own flock)
         self._pragmas = pragmas
         self._readers = readers
-        self._max_batch = max_batch
+        self.max_batch = max_batch
         self._wq: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._rpool: ThreadPoolExecutor | None = None
@@ -64,7 +67,7 @@ class SqliteRunner:
         self.batches = 0  # statistics: transactions committed
         self.batched = 0  # operations they carried
 
-    def _connect(self) -> sqlite3.Connection:
+    def connect(self) -> sqlite3.Connection:
         # isolation_level=None: transactions are ours (BEGIN/COMMIT below), not sqlite3's implicit ones.
         c = sqlite3.connect(self._path, timeout=30, isolation_level=None, check_same_thread=False)
         self._pragmas(c, None)
@@ -74,13 +77,13 @@ class SqliteRunner:
     def _read_call(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
         c = getattr(self._local, "conn", None)
         if c is None:
-            c = self._local.conn = self._connect()
+            c = self._local.conn = self.connect()
         return _in_read_transaction(c, fn, args)
 
     def _inline_call(self, fn: Callable[..., Any], args: tuple[Any, ...], snapshot: bool = True) -> Any:
         c = self._inline
         if c is None:
-            c = self._connect()
+            c = self.connect()
             c.execute("PRAGMA busy_timeout=0")
             self._inline = c
         if not snapshot:  # one statement: atomic by itself
@@ -106,24 +109,54 @@ class SqliteRunner:
 
     # --- writes -----------------------------------------------------------------------------------
     async def write(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """fn(connection, *args) on the writer thread inside a group-committed transaction; returns
-        (or raises) once the transaction is committed (or rolled back)."""
+        """fn(connection, *args) inside a group-committed transaction; returns (or raises) once the
+        transaction is committed (or rolled back). Run on the event loop with the COMMIT on a
+        thread (sqlite_inline) when the lock is free at once, else on the writer thread."""
         if self._closed:
             raise RuntimeError("storage closed")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
+        item = (fn, args, fut, loop)
+        if self._inline_writes:
+            if self._iw is None:
+                from mssante.imap.sqlite_inline import InlineWriter
+
+                self._iw = InlineWriter(self, loop)
+            if self._iw.loop is loop:
+                self._iw.submit(item)
+                return await fut
+        self.to_thread(item)
+        return await fut
+
+    def to_thread(self, item: Any) -> None:
+        """Queue one operation for the writer thread (started on first use)."""
         if self._writer is None:
             with self._lock:
                 if self._writer is None:
                     self._writer = threading.Thread(target=self._writer_main, name="imap-sqlite-write",
                                                     daemon=True)
                     self._writer.start()
-        self._wq.put((fn, args, fut, loop))
-        return await fut
+        self._wq.put(item)
+
+    def try_lock(self) -> bool:
+        """The inline writer's cross-process write lock, without waiting (True when not shared)."""
+        if not self._shared:
+            return True
+        if self._lock_fd < 0:
+            self._lock_fd = os.open(self._path + ".imap-write-lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+    def unlock(self) -> None:
+        if self._lock_fd >= 0:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def _writer_main(self) -> None:
         try:
-            conn = self._connect()
+            conn = self.connect()
         except BaseException as e:  # noqa: BLE001 - every queued caller gets the error
             log.exception("cannot open the SQLite writer connection")
             while True:
@@ -165,7 +198,7 @@ class SqliteRunner:
 
         def more() -> Any:
             nonlocal stop
-            if len(batch) >= self._max_batch:
+            if len(batch) >= self.max_batch:
                 return None
             try:
                 nxt = self._wq.get_nowait()
@@ -201,6 +234,11 @@ class SqliteRunner:
         if self._closed:
             return
         self._closed = True
+        if self._iw is not None:
+            self._iw.drain_to_thread()
+            if self._writer is None and not self._iw.committing:
+                self._iw.close()
+                self._iw = None
         self._wq.put(_STOP)
         if self._inline is not None:
             try:
@@ -214,9 +252,21 @@ class SqliteRunner:
     async def aclose(self) -> None:
         """shutdown() and wait for the writer thread (queued writes committed)."""
         self.shutdown()
+        iw = self._iw
+        if iw is not None:
+            for _ in range(3000):  # a COMMIT in flight finishes (30 s at most)
+                if not iw.committing:
+                    break
+                await asyncio.sleep(0.01)
         w = self._writer
         if w is not None and w.is_alive():
             await asyncio.get_running_loop().run_in_executor(None, w.join, 30.0)
+        if iw is not None:
+            iw.close()
+            self._iw = None
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
 
 
 def run_ops(conn: sqlite3.Connection, batch: list[Any], more: Callable[[], Any]

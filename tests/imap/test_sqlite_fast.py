@@ -193,3 +193,69 @@ async def test_a_lost_transaction_fails_its_whole_batch_and_nothing_unacknowledg
     uid, _modseq = await st.append(fid, message("after"), [], now)
     assert uid in {m.uid for m in await st.messages(fid)}
     await st.aclose()
+
+
+async def test_writes_run_on_the_loop_and_commit_in_batches(env_sqlite: Env) -> None:
+    """Operations queued in one loop iteration share one transaction (committed off the loop)."""
+    env = env_sqlite
+    st = SqlStorage(env.services.sessions)
+    fid = await _inbox(st, env)
+    runner = st._fast
+    before = runner.batches
+    now = dt.datetime.now(dt.timezone.utc)
+    done = await asyncio.gather(*(st.append(fid, message(f"m{i}"), [], now) for i in range(10)))
+    assert len({u for u, _m in done}) == 10
+    assert runner.batches - before == 1 and runner._iw is not None and runner._iw.fallbacks == 0
+    assert runner._writer is None  # the writer thread was never needed
+    await st.aclose()
+
+
+async def test_a_held_write_lock_sends_the_batch_to_the_writer_thread(env_sqlite: Env) -> None:
+    """Another writer holds SQLite's lock: the loop does not wait for it; the writer thread does,
+    and the callers are answered once their transaction committed after the lock was released."""
+    env = env_sqlite
+    st = SqlStorage(env.services.sessions)
+    fid = await _inbox(st, env)
+    path = env.services.engine.url.database
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    now = dt.datetime.now(dt.timezone.utc)
+    task = asyncio.gather(*(st.append(fid, message(f"w{i}"), [], now) for i in range(3)))
+    await asyncio.sleep(0.3)
+    assert not task.done()  # not acknowledged while it cannot be durable
+    assert st._fast._iw.fallbacks >= 1
+    other.execute("COMMIT")
+    other.close()
+    uids = {u for u, _m in await asyncio.wait_for(task, 30)}
+    assert uids <= {m.uid for m in await st.messages(fid)} and len(uids) == 3
+    await st.aclose()
+
+
+async def test_several_processes_take_turns_on_the_lock_file(env_sqlite: Env) -> None:
+    """With `shared` (imap.processes > 1) a write waits for the lock file another process holds,
+    on the writer thread, never on the loop."""
+    import fcntl
+    import os
+
+    env = env_sqlite
+    st = SqlStorage(env.services.sessions, shared=True)
+    fid = await _inbox(st, env)
+    path = env.services.engine.url.database
+    fd = os.open(path + ".imap-write-lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # "the other process"
+    now = dt.datetime.now(dt.timezone.utc)
+    task = asyncio.ensure_future(st.append(fid, message("locked"), [], now))
+    ticks = 0
+    for _ in range(20):  # the loop keeps running meanwhile
+        await asyncio.sleep(0.01)
+        ticks += 1
+    assert ticks == 20 and not task.done()
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+    uid, _m = await asyncio.wait_for(task, 30)
+    assert uid in {m.uid for m in await st.messages(fid)}
+    # Once free, the next writes go on the loop again.
+    fallbacks = st._fast._iw.fallbacks
+    await st.append(fid, message("free"), [], now)
+    assert st._fast._iw.fallbacks == fallbacks
+    await st.aclose()

@@ -1,0 +1,155 @@
+"""IMAP writes on the event loop, COMMIT on a thread (mssante.imap.sqlite_fast, issue 6).
+
+The writer thread of `SqliteRunner` runs each operation's statements while the event loop's thread
+runs everything else: the two take turns on the GIL, and every statement's return waits for the
+loop to let go of it (up to the 5 ms switch interval when the loop is busy). The SQLite write lock
+(and, with several IMAP processes, the write lock file) is held all that while.
+
+`InlineWriter` runs a batch's statements on the loop itself, where they would have held the GIL
+anyway, and hands only the COMMIT (the fsync) to a thread, so the loop never waits for the disk:
+
+- operations queued in one loop iteration form a batch (≤ max_batch); while a batch commits, the
+  next one queues;
+- the batch starts only if it can without waiting: the write lock file with LOCK_NB (several
+  processes) and `BEGIN IMMEDIATE` with busy_timeout 0. Otherwise (another process or another
+  writer of this one holds the lock) the batch goes to the runner's writer thread, which waits
+  for the lock as before;
+- each operation in its own SAVEPOINT, as on the thread (`run_ops`); callers are answered after
+  COMMIT returned, never before: nothing is acknowledged that is not durable (synchronous=FULL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from mssante.imap.sqlite_fast import failed, rollback, run_ops
+
+log = logging.getLogger("mssante.imap.sqlite")
+
+
+class InlineWriter:
+    def __init__(self, runner: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self._runner = runner  # SqliteRunner: connections, lock file, max_batch, the thread fallback
+        self.loop = loop
+        self._conn: sqlite3.Connection | None = None
+        self._pending: list[Any] = []
+        self._scheduled = False
+        self.committing = False
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="imap-sqlite-commit")
+        self.fallbacks = 0  # statistics: batches handed to the writer thread (lock busy)
+
+    def submit(self, item: Any) -> None:
+        self._pending.append(item)
+        if not self._scheduled and not self.committing:
+            self._scheduled = True
+            self.loop.call_soon(self._start)
+
+    def drain_to_thread(self) -> None:
+        """At shutdown: what has not started goes to the writer thread (which commits it)."""
+        pending, self._pending = self._pending, []
+        for item in pending:
+            self._runner.to_thread(item)
+
+    def _next(self) -> None:
+        if self._pending and not self._scheduled and not self.committing:
+            self._scheduled = True
+            self.loop.call_soon(self._start)
+
+    def _start(self) -> None:
+        self._scheduled = False
+        if self.committing or not self._pending:
+            return
+        r = self._runner
+        batch, self._pending = self._pending[: r.max_batch], self._pending[r.max_batch :]
+        try:
+            if self._conn is None:
+                self._conn = r.connect()
+                self._conn.execute("PRAGMA busy_timeout=0")  # never wait on the loop
+        except BaseException as e:  # noqa: BLE001 - every member gets the error
+            self._answer(batch, [(False, e)] * len(batch))
+            self._next()
+            return
+        conn = self._conn
+        if not r.try_lock():
+            self._fallback(batch)
+            return
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as e:
+            r.unlock()
+            if "locked" in str(e) or "busy" in str(e):
+                self._fallback(batch)
+            else:
+                self._answer(batch, [(False, e)] * len(batch))
+                self._next()
+            return
+        results, broken = run_ops(conn, batch, lambda: None)
+        if broken is not None:
+            rollback(conn)
+            r.unlock()
+            self._answer(batch, failed(batch, broken))
+            self._next()
+            return
+        self.committing = True
+        cf = self._pool.submit(self._commit, conn)
+        cf.add_done_callback(lambda f: self._call_back(self._committed, batch, results, f))
+
+    def _call_back(self, *args: Any) -> None:
+        try:
+            self.loop.call_soon_threadsafe(*args)
+        except RuntimeError:  # the loop is closed: nobody waits for these answers any more
+            pass
+
+    def _commit(self, conn: sqlite3.Connection) -> BaseException | None:
+        """On the commit thread: COMMIT (the fsync), then let the other writers in."""
+        try:
+            conn.execute("COMMIT")
+            return None
+        except BaseException as e:  # noqa: BLE001 - nothing of the batch is durable
+            rollback(conn)
+            return e
+        finally:
+            self._runner.unlock()
+
+    def _committed(self, batch: list[Any], results: list[tuple[bool, Any]], f: Any) -> None:
+        self.committing = False
+        err = f.result()
+        if err is not None:
+            results = failed(batch, err)
+        else:
+            self._runner.batches += 1
+            self._runner.batched += len(batch)
+        self._answer(batch, results)
+        self._next()
+
+    def _fallback(self, batch: list[Any]) -> None:
+        self.fallbacks += 1
+        for item in batch:
+            self._runner.to_thread(item)
+        self._next()
+
+    @staticmethod
+    def _answer(batch: list[Any], results: list[tuple[bool, Any]]) -> None:
+        for (_fn, _args, fut, _loop), (ok, val) in zip(batch, results, strict=False):
+            if fut.done():  # the caller was cancelled: the operation happened, nobody waits
+                continue
+            if ok:
+                fut.set_result(val)
+            else:
+                fut.set_exception(val)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except sqlite3.Error:
+                log.exception("closing the inline writer connection failed")
+            self._conn = None
+
+
+__all__ = ["InlineWriter"]
