@@ -159,6 +159,7 @@ class ImapConnection(asyncio.Protocol):
     async def start_tls(self) -> bool:
         if self.listener.ssl_context is None or self._ssl is not None:
             return False
+        self._flush_out()  # the plaintext OK leaves before the handshake starts
         # Discard anything pipelined after STARTTLS in plaintext (RFC 9051 §6.2.1, RFC 7817 §3).
         self.reader = framing.CommandReader(max_line=self.reader.max_line, max_literal=self.reader.max_literal,
                                             append_limit=self.reader.append_limit,
@@ -220,7 +221,10 @@ class ImapConnection(asyncio.Protocol):
             self.transport.write(data)
 
     async def drain(self) -> None:
-        self._flush_out()
+        # Small output waits for the flush already scheduled at the end of this loop iteration, so
+        # that a FETCH's data and its tagged OK leave in one TLS record and one send().
+        if self._olen >= _OUT_FLUSH or self._write_paused is not None:
+            self._flush_out()
         fut = self._write_paused
         if fut is None:
             return
