@@ -4,7 +4,7 @@ One Python process serves IMAP on one core. With `imap.processes = N`, `serve` s
 that each run the IMAP listeners only, on the same addresses (SO_REUSEPORT: the kernel spreads new
 connections between the processes). Every process works on the same store; what one process
 changes, the others' sessions see through the folder notifier: LISTEN/NOTIFY on PostgreSQL, a
-50 ms poll of the SQLite file otherwise (mssante.store.notify). Writes serialise on the database's
+25 ms poll of the SQLite file otherwise (mssante.store.notify). Writes serialise on the database's
 own lock, as any two writers do.
 
 - The parent hands each child its configuration as one JSON line on the child's stdin and keeps
