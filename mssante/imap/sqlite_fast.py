@@ -322,18 +322,20 @@ def failed(batch: list[Any], broken: BaseException) -> list[tuple[bool, Any]]:
     return out
 
 
-def _answer(loop: asyncio.AbstractEventLoop, answers: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
-    def deliver() -> None:
-        for fut, ok, val in answers:
-            if fut.done():  # the caller was cancelled: the operation happened, nobody waits
-                continue
-            if ok:
-                fut.set_result(val)
-            else:
-                fut.set_exception(val)
+def settle(answers: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    """On the futures' loop: each caller gets its result or its error."""
+    for fut, ok, val in answers:
+        if fut.done():  # the caller was cancelled: the operation happened, nobody waits
+            continue
+        if ok:
+            fut.set_result(val)
+        else:
+            fut.set_exception(val)
 
+
+def _answer(loop: asyncio.AbstractEventLoop, answers: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
     try:
-        loop.call_soon_threadsafe(deliver)
+        loop.call_soon_threadsafe(settle, answers)
     except RuntimeError:  # the loop is closed: nobody is waiting any more
         pass
 

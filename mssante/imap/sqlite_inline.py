@@ -26,7 +26,7 @@ import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from mssante.imap.sqlite_fast import failed, rollback, run_ops
+from mssante.imap.sqlite_fast import failed, rollback, run_ops, settle
 
 log = logging.getLogger("mssante.imap.sqlite")
 
@@ -134,13 +134,7 @@ class InlineWriter:
 
     @staticmethod
     def _answer(batch: list[Any], results: list[tuple[bool, Any]]) -> None:
-        for (_fn, _args, fut, _loop), (ok, val) in zip(batch, results, strict=False):
-            if fut.done():  # the caller was cancelled: the operation happened, nobody waits
-                continue
-            if ok:
-                fut.set_result(val)
-            else:
-                fut.set_exception(val)
+        settle([(fut, ok, val) for (_fn, _args, fut, _loop), (ok, val) in zip(batch, results, strict=False)])
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

@@ -5,25 +5,16 @@ after a restart every APPEND that was acknowledged (APPENDUID) is there, with it
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
-from ..tests_support import free_port_block
-from .test_processes import REPO_ROOT, Raw, _child_listening, _wait_port
+from .test_processes import Operator, Raw, _child_listening, _wait_port
 
 APPENDUID = re.compile(rb"\[APPENDUID (\d+) (\d+)\]")
-
-
-def _serve(data: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "mssante.cli", "--data-dir", str(data), "serve"], cwd=REPO_ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def _append_loop(port: int, ca: str, login: str, k: int, acked: list[tuple[int, bytes]], stop: threading.Event) -> None:
@@ -52,19 +43,10 @@ def _append_loop(port: int, ca: str, login: str, k: int, acked: list[tuple[int, 
 
 
 def test_acknowledged_appends_survive_sigkill(tmp_path: Path) -> None:
-    data = tmp_path / "var"
-    offset = free_port_block()
-    subprocess.run([sys.executable, "-m", "mssante.cli", "--data-dir", str(data), "init", "--ports-offset", str(offset)],
-                   check=True, capture_output=True, cwd=REPO_ROOT)
-    with (data / "mssante.toml").open("a") as f:
-        f.write("\n[imap]\nprocesses = 2\n")
-    accounts = json.loads((data / "dev" / "accounts.json").read_text())
-    port = int(accounts["listeners"]["imaps"].split(":")[1])
-    ca = accounts["operator"]["ca"]
-    user = next(m for m in accounts["mailboxes"] if m["type"] == "PER")
-    login = f'LOGIN {user["address"]} "{user["password"]}"'
+    op = Operator.init(tmp_path, 2)
+    port, ca, login = op.port, op.ca, op.login
 
-    proc = _serve(data)
+    proc = op.serve()
     acked: list[tuple[int, bytes]] = []
     stop = threading.Event()
     try:
@@ -91,7 +73,7 @@ def test_acknowledged_appends_survive_sigkill(tmp_path: Path) -> None:
             proc.wait(timeout=30)
     assert len(acked) >= 150
 
-    proc = _serve(data)
+    proc = op.serve()
     try:
         _wait_port(port, time.monotonic() + 90)
         c = Raw(port, ca)

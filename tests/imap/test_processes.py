@@ -17,6 +17,7 @@ import ssl
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from mssante.store.notify import SqlitePollNotifier, make_notifier
@@ -157,20 +158,36 @@ def _wait_port(port: int, deadline: float) -> None:
     raise AssertionError(f"nothing listens on {port}")
 
 
+@dataclass
+class Operator:
+    """A dev operator initialised by the CLI, with `processes` IMAP processes."""
+
+    data: Path
+    port: int  # implicit-TLS IMAP
+    ca: str
+    login: str  # a LOGIN command for its PER mailbox
+
+    @classmethod
+    def init(cls, tmp_path: Path, processes: int) -> Operator:
+        data = tmp_path / "var"
+        subprocess.run([sys.executable, "-m", "mssante.cli", "--data-dir", str(data), "init", "--ports-offset",
+                        str(free_port_block())], check=True, capture_output=True, cwd=REPO_ROOT)
+        with (data / "mssante.toml").open("a") as f:
+            f.write(f"\n[imap]\nprocesses = {processes}\n")
+        accounts = json.loads((data / "dev" / "accounts.json").read_text())
+        user = next(m for m in accounts["mailboxes"] if m["type"] == "PER")
+        return cls(data, int(accounts["listeners"]["imaps"].split(":")[1]), accounts["operator"]["ca"],
+                   f'LOGIN {user["address"]} "{user["password"]}"')
+
+    def serve(self, out: int | None = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-m", "mssante.cli", "--data-dir", str(self.data), "serve"],
+                                cwd=REPO_ROOT, stdout=out, stderr=out)
+
+
 def test_serve_with_two_imap_processes(tmp_path: Path) -> None:
-    data = tmp_path / "var"
-    offset = free_port_block()
-    subprocess.run([sys.executable, "-m", "mssante.cli", "--data-dir", str(data), "init", "--ports-offset", str(offset)],
-                   check=True, capture_output=True, cwd=REPO_ROOT)
-    with (data / "mssante.toml").open("a") as f:
-        f.write("\n[imap]\nprocesses = 2\n")
-    accounts = json.loads((data / "dev" / "accounts.json").read_text())
-    port = int(accounts["listeners"]["imaps"].split(":")[1])
-    ca = accounts["operator"]["ca"]
-    user = next(m for m in accounts["mailboxes"] if m["type"] == "PER")
-    login = f'LOGIN {user["address"]} "{user["password"]}"'
-    proc = subprocess.Popen([sys.executable, "-m", "mssante.cli", "--data-dir", str(data), "serve"], cwd=REPO_ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    op = Operator.init(tmp_path, 2)
+    port, ca, login = op.port, op.ca, op.login
+    proc = op.serve(subprocess.PIPE)
     clients: list[Raw] = []
     try:
         deadline = time.monotonic() + 90
@@ -223,15 +240,9 @@ def test_serve_with_two_imap_processes(tmp_path: Path) -> None:
 
 def test_children_exit_when_the_parent_is_killed(tmp_path: Path) -> None:
     """SIGKILL gives the parent no chance to stop its children: they see their stdin close and exit."""
-    data = tmp_path / "var"
-    offset = free_port_block()
-    subprocess.run([sys.executable, "-m", "mssante.cli", "--data-dir", str(data), "init", "--ports-offset", str(offset)],
-                   check=True, capture_output=True, cwd=REPO_ROOT)
-    with (data / "mssante.toml").open("a") as f:
-        f.write("\n[imap]\nprocesses = 3\n")
-    port = int(json.loads((data / "dev" / "accounts.json").read_text())["listeners"]["imaps"].split(":")[1])
-    proc = subprocess.Popen([sys.executable, "-m", "mssante.cli", "--data-dir", str(data), "serve"], cwd=REPO_ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    op = Operator.init(tmp_path, 3)
+    port = op.port
+    proc = op.serve()
     try:
         deadline = time.monotonic() + 90
         first = _child_listening(proc.pid, port, deadline)
