@@ -125,7 +125,10 @@ async def serve(args: argparse.Namespace) -> None:
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until the parent closes stdin
     st = listener.ctx.storage
     if getattr(st, "batches", 0):
-        print(f"  server: {st.batched} write operations in {st.batches} group commits; "
+        iw = getattr(getattr(st, "_fast", None), "_iw", None)
+        thread = (f", {iw.lock_waits} waited for another process's lock, {iw.fallbacks} went to the writer thread"
+                  if iw is not None else "")
+        print(f"  server: {st.batched} write operations in {st.batches} group commits{thread}; "
               f"CPU {time.process_time():.1f} s", file=sys.stderr, flush=True)
     await listener.stop()
 

@@ -150,6 +150,10 @@ class SqliteRunner:
             return False
         return True
 
+    def lock(self) -> None:
+        """Wait for the inline writer's lock file (on a thread; try_lock() opened it)."""
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+
     def unlock(self) -> None:
         if self._lock_fd >= 0:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)

@@ -10,10 +10,11 @@ anyway, and hands only the COMMIT (the fsync) to a thread, so the loop never wai
 
 - operations queued in one loop iteration form a batch (≤ max_batch); while a batch commits, the
   next one queues;
-- the batch starts only if it can without waiting: the write lock file with LOCK_NB (several
-  processes) and `BEGIN IMMEDIATE` with busy_timeout 0. Otherwise (another process or another
-  writer of this one holds the lock) the batch goes to the runner's writer thread, which waits
-  for the lock as before;
+- the loop never waits for a lock: with several IMAP processes, the lock file is tried with
+  LOCK_NB and, when another process holds it, waited for on the commit thread while operations
+  keep queueing (they join the batch that runs once the lock is ours); `BEGIN IMMEDIATE` runs
+  with busy_timeout 0, and when SQLite's lock is held by a writer outside IMAP (the MTA), the batch
+  goes to the runner's writer thread, which waits for it as before;
 - each operation in its own SAVEPOINT, as on the thread (`run_ops`); callers are answered after
   COMMIT returned, never before: nothing is acknowledged that is not durable (synchronous=FULL).
 """
@@ -38,9 +39,10 @@ class InlineWriter:
         self._conn: sqlite3.Connection | None = None
         self._pending: list[Any] = []
         self._scheduled = False
-        self.committing = False
+        self.committing = False  # a COMMIT, or a wait for the lock file, is in flight on the thread
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="imap-sqlite-commit")
-        self.fallbacks = 0  # statistics: batches handed to the writer thread (lock busy)
+        self.fallbacks = 0  # statistics: batches handed to the writer thread (SQLite's lock busy)
+        self.lock_waits = 0  # statistics: batches that waited for another process's lock file
 
     def submit(self, item: Any) -> None:
         self._pending.append(item)
@@ -64,24 +66,47 @@ class InlineWriter:
         if self.committing or not self._pending:
             return
         r = self._runner
-        batch, self._pending = self._pending[: r.max_batch], self._pending[r.max_batch :]
         try:
             if self._conn is None:
                 self._conn = r.connect()
                 self._conn.execute("PRAGMA busy_timeout=0")  # never wait on the loop
         except BaseException as e:  # noqa: BLE001 - every member gets the error
+            batch, self._pending = self._pending, []
             self._answer(batch, [(False, e)] * len(batch))
-            self._next()
             return
+        if r.try_lock():
+            self._run_locked()
+            return
+        # Another IMAP process writes: wait for the lock file on the commit thread (the loop goes
+        # on; operations queue meanwhile and join the batch), then run the batch here.
+        self.committing = True
+        self.lock_waits += 1
+        cf = self._pool.submit(r.lock)
+        cf.add_done_callback(lambda f: self._call_back(self._locked, f))
+
+    def _locked(self, f: Any) -> None:
+        self.committing = False
+        if f.exception() is not None:  # cannot lock the file: the writer thread reports it
+            self._fallback(self._take())
+            return
+        self._run_locked()
+
+    def _take(self) -> list[Any]:
+        n = self._runner.max_batch
+        batch, self._pending = self._pending[:n], self._pending[n:]
+        return batch
+
+    def _run_locked(self) -> None:
+        """The lock file is ours (or not needed): one transaction for the queued operations."""
+        r = self._runner
         conn = self._conn
-        if not r.try_lock():
-            self._fallback(batch)
-            return
+        assert conn is not None
+        batch = self._take()
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as e:
             r.unlock()
-            if "locked" in str(e) or "busy" in str(e):
+            if "locked" in str(e) or "busy" in str(e):  # a writer of this process outside IMAP
                 self._fallback(batch)
             else:
                 self._answer(batch, [(False, e)] * len(batch))

@@ -233,7 +233,7 @@ async def test_a_held_write_lock_sends_the_batch_to_the_writer_thread(env_sqlite
 
 async def test_several_processes_take_turns_on_the_lock_file(env_sqlite: Env) -> None:
     """With `shared` (imap.processes > 1) a write waits for the lock file another process holds,
-    on the writer thread, never on the loop."""
+    on the commit thread, never on the loop; writes queued meanwhile join its batch."""
     import fcntl
     import os
 
@@ -244,18 +244,20 @@ async def test_several_processes_take_turns_on_the_lock_file(env_sqlite: Env) ->
     fd = os.open(path + ".imap-write-lock", os.O_RDWR | os.O_CREAT, 0o600)
     fcntl.flock(fd, fcntl.LOCK_EX)  # "the other process"
     now = dt.datetime.now(dt.timezone.utc)
-    task = asyncio.ensure_future(st.append(fid, message("locked"), [], now))
+    task = asyncio.gather(*(st.append(fid, message(f"locked{i}"), [], now) for i in range(2)))
+    await asyncio.sleep(0.05)
+    task2 = asyncio.ensure_future(st.append(fid, message("queued meanwhile"), [], now))
     ticks = 0
     for _ in range(20):  # the loop keeps running meanwhile
         await asyncio.sleep(0.01)
         ticks += 1
-    assert ticks == 20 and not task.done()
+    assert ticks == 20 and not task.done() and not task2.done()
+    batches = st._fast.batches
     fcntl.flock(fd, fcntl.LOCK_UN)
     os.close(fd)
-    uid, _m = await asyncio.wait_for(task, 30)
-    assert uid in {m.uid for m in await st.messages(fid)}
-    # Once free, the next writes go on the loop again.
-    fallbacks = st._fast._iw.fallbacks
-    await st.append(fid, message("free"), [], now)
-    assert st._fast._iw.fallbacks == fallbacks
+    uids = {u for u, _m in await asyncio.wait_for(task, 30)} | {(await asyncio.wait_for(task2, 30))[0]}
+    assert uids <= {m.uid for m in await st.messages(fid)} and len(uids) == 3
+    iw = st._fast._iw
+    assert st._fast.batches == batches + 1 and iw.lock_waits == 1 and iw.fallbacks == 0
+    assert st._fast._writer is None  # the loop did the work; only the wait was on a thread
     await st.aclose()
