@@ -272,3 +272,78 @@ async def _store_sqlite(session: AsyncSession, items: Sequence[PendingStore], au
         from sqlalchemy.exc import IntegrityError
 
         raise IntegrityError("store_plans", None, e) from e
+
+
+# --- the worker's relay queue rows and audit events ------------------------------------------------------
+
+NOTIFY_ALL = "SUCCESS,FAILURE,DELAY"  # RFC 3461 §4.1: every outcome comes back to the lab's APP mailbox
+
+
+@dataclass(frozen=True)
+class QueuedLeg:
+    """A leg message the worker hands to the relay: the rows of mssante.store.queue.enqueue."""
+
+    raw: bytes  # the submitted message (Received trace included)
+    sender: str  # the lab's APP mailbox (MAIL FROM)
+    message_id: str
+    envid: str  # RFC 3461 ENVID
+    recipients: tuple[str, ...]
+
+
+def _queue_rows(q: QueuedLeg, blob_id: int, now: dt.datetime) -> dict[str, Any]:
+    return {"blob_id": blob_id, "mail_from": q.sender, "envid": q.envid, "ret": "HDRS", "message_id": q.message_id,
+            "size": len(q.raw), "actor": q.sender[:500], "created_at": now}
+
+
+def _recipient_rows(q: QueuedLeg, queue_id: int, now: dt.datetime) -> list[dict[str, Any]]:
+    from mssante.store.queue import QUEUED, domain_of
+
+    return [{"queue_message_id": queue_id, "rcpt": a, "domain": domain_of(a), "orcpt": f"rfc822;{a}",
+             "notify": NOTIFY_ALL, "status": QUEUED, "attempts": 0, "next_attempt_at": now, "delay_notified": False}
+            for a in q.recipients]
+
+
+async def write_submission(session: AsyncSession, queued: Sequence[QueuedLeg], events: list[dict[str, Any]], *,
+                           now: dt.datetime) -> None:
+    """A worker batch's relay queue rows (NOTIFY=SUCCESS,FAILURE,DELAY, ENVID, RET=HDRS) and audit events, in the
+    caller's transaction; on SQLite in one hand-off to the driver thread, as `store_plans`."""
+    from mssante.store.queue import QueueMessage, QueueRecipient
+
+    digest_of = {id(q.raw): hashlib.sha256(q.raw).hexdigest() for q in queued}  # each hashed once
+    bind = session.bind
+    drv = await _sqlite_driver(session) if bind is not None and bind.dialect.name == "sqlite" else None
+    if drv is None or bind is None:
+        blob_ids = await store_blobs(session, {digest_of[id(q.raw)]: q.raw for q in queued})
+        if queued:
+            qids = [int(r[0]) for r in (await session.execute(
+                insert(QueueMessage).returning(QueueMessage.id, sort_by_parameter_order=True),
+                [_queue_rows(q, blob_ids[digest_of[id(q.raw)]], now) for q in queued])).all()]
+            await session.execute(insert(QueueRecipient), [
+                r for qid, q in zip(qids, queued, strict=True) for r in _recipient_rows(q, qid, now)])
+        if events:
+            await session.execute(insert(AuditEvent), events)
+        return
+    aio, sync = drv
+    rows = _rows_by_dialect.setdefault(id(bind.dialect), _Rows(bind.dialect))
+    pdata = _bind_processor(cast(Table, Blob.__table__).c.data, bind.dialect)
+    queue_table, rcpt_table = cast(Table, QueueMessage.__table__), cast(Table, QueueRecipient.__table__)
+
+    def run() -> None:
+        if not sync.in_transaction:
+            sync.execute("BEGIN IMMEDIATE")  # as in _store_sqlite
+        blob_ids: dict[str, int] = {}
+        for q in queued:
+            d = digest_of[id(q.raw)]
+            if d not in blob_ids:
+                got = sync.execute(_SQL["blob"], (d, len(q.raw), pdata(q.raw))).fetchall()
+                blob_ids[d] = int((got or sync.execute(_SQL["blob_id"], (d,)).fetchall())[0][0])
+        recipients: list[dict[str, Any]] = []
+        for q in queued:
+            sql, values = rows.statement(queue_table, [_queue_rows(q, blob_ids[digest_of[id(q.raw)]], now)],
+                                         returning=True)
+            recipients += _recipient_rows(q, int(sync.execute(sql, values[0]).fetchall()[0][0]), now)
+        for table, batch in ((rcpt_table, recipients), (cast(Table, AuditEvent.__table__), events)):
+            if batch:
+                sync.executemany(*rows.statement(table, batch))
+
+    await aio._execute(run)  # noqa: SLF001

@@ -30,18 +30,17 @@ import contextlib
 import datetime as dt
 import email.parser
 import functools
-import hashlib
 import email.policy
 import logging
 import secrets
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mssante.dmp.api import DmpAccepted, DmpAction, DmpConnector, DmpRejected, DmpRequest, DmpTemporaryFailure
-from mssante.store.models import AuditEvent, Blob, Folder, Mailbox, Message
+from mssante.store.models import Blob, Folder, Mailbox, Message
 from mssante.y.ack import AckContext, ZamEvent, build_zam
 from mssante.y.ack import ZamError as WireZamError
 from mssante.y.models import LEG_DMP, LEG_MSS, YAckOutbox, YDelivery, YLeg, YMailCursor
@@ -72,7 +71,6 @@ log = logging.getLogger("mssante.y.worker")
 DMP_SCHEDULE = (30, 120, 600, 1800, 3600)
 ZAM_SCHEDULE = (10, 60, 300, 900, 3600)
 SUBMIT_RETRY = 60  # a leg whose sender mailbox is missing/closed waits this long (operator misconfiguration)
-NOTIFY_ALL = "SUCCESS,FAILURE,DELAY"  # RFC 3461 §4.1: every outcome comes back to the APP mailbox
 
 
 def _delay(schedule: Sequence[int], attempts: int) -> dt.timedelta:
@@ -307,10 +305,7 @@ class YWorker:
         rollback (it only writes through `s`)."""
         from mssante.smtp.envelope import domain_of
         from mssante.store.groupcommit import LocalDelivery, deliver_many
-        from mssante.store.queue import QUEUED as Q_QUEUED
-        from mssante.store.queue import QueueMessage, QueueRecipient
-        from mssante.store.queue import domain_of as queue_domain
-        from mssante.y.storage import store_blobs
+        from mssante.y.storage import QueuedLeg, write_submission
 
         # By Message-ID and delivery (their indexes), with the delivery's sender mailbox; state and kind are
         # checked below, not in SQL, so that SQLite does not walk the state index (accepted DMP legs may be many).
@@ -391,24 +386,9 @@ class YWorker:
                 changes.append(Change(leg_id, LEG_MSS, ACCEPTED, delivery_id, state, reply, error))
         if local_items:
             await deliver_many(s, local_items)
-        if queued:
-            # The rows of mssante.store.queue.enqueue (NOTIFY=SUCCESS,FAILURE,DELAY, ENVID, RET=HDRS), for
-            # every queued leg message at once.
-            digest_of = {k[2]: hashlib.sha256(prepared[k[2]][0]).hexdigest() for k, _, _ in queued}  # each hashed once
-            raws = {digest_of[k[2]]: prepared[k[2]][0] for k, _, _ in queued}
-            blob_ids = await store_blobs(s, raws)
-            qids = [int(r[0]) for r in (await s.execute(
-                insert(QueueMessage).returning(QueueMessage.id, sort_by_parameter_order=True),
-                [{"blob_id": blob_ids[digest_of[k[2]]], "mail_from": sender,
-                  "envid": envid_for(k[1]), "ret": "HDRS", "message_id": k[1], "size": len(prepared[k[2]][0]),
-                  "actor": sender[:500], "created_at": now} for k, sender, _ in queued])).all()]
-            await s.execute(insert(QueueRecipient), [
-                {"queue_message_id": qid, "rcpt": a, "domain": queue_domain(a), "orcpt": f"rfc822;{a}",
-                 "notify": NOTIFY_ALL, "status": Q_QUEUED, "attempts": 0, "next_attempt_at": now,
-                 "delay_notified": False}
-                for qid, (_, _, remote) in zip(qids, queued, strict=True) for a in remote])
-        if events:
-            await s.execute(insert(AuditEvent), events)
+        # The relay queue rows of mssante.store.queue.enqueue and the audit events, for the whole batch.
+        await write_submission(s, [QueuedLeg(prepared[k[2]][0], sender, k[1], envid_for(k[1]), tuple(remote))
+                                   for k, sender, remote in queued], events, now=now)
         applied = set(await apply_many(s, changes, now=now))
         return [c for c in changes if c.leg_id in applied]
 

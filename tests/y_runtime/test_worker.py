@@ -269,3 +269,53 @@ async def _handler_of(sink: ZamSink):
         cid = item.payload.split(b"\r")[0].split(b"|")[9].decode()
         return f"MSH|^~\\&|SIL-Y|labo|PFI|x|20250101||ACK^Z02^ACK|R{cid}|P|2.6\rMSA|AA|{cid}\r".encode()
     return handler
+
+
+async def test_submission_rows_on_the_sqlite_fast_path_are_those_of_the_core_path(tmp_path: Path, monkeypatch) -> None:
+    """The worker's relay queue rows and audit events go through the SQLite driver thread in one hand-off
+    (mssante.y.storage.write_submission); they are the rows the SQLAlchemy path writes, value for value."""
+    import datetime as dt
+
+    import mssante.y.storage as storage
+    from mssante.store.models import AuditEvent, Blob
+
+    now = dt.datetime(2026, 12, 4, 20, 0, tzinfo=dt.timezone.utc)
+    legs = [storage.QueuedLeg(b"Subject: a\r\n\r\nA\r\n", LAB_MAILBOX, "<a@x>", "a@x", (PATIENT, "p2@patient.mssante.fr")),
+            storage.QueuedLeg(b"Subject: b\r\n\r\nB\r\n", LAB_MAILBOX, "<b@x>", "b@x", (PATIENT,)),
+            storage.QueuedLeg(b"Subject: a\r\n\r\nA\r\n", LAB_MAILBOX, "<c@x>", "c@x", (PATIENT,))]  # same blob
+    events = [{"at": now, "action": "smtp.y.accept", "actor": LAB_MAILBOX, "outcome": "accepted",
+               "details": {"remote": [PATIENT], "size": 17}}]
+
+    async def written(name: str) -> dict[str, list[tuple]]:
+        services = await make_services(f"sqlite+aiosqlite:///{tmp_path / name}.db", tmp_path / name,
+                                       senders=[sender_entry()])
+        try:
+            async with services.sessions() as s, s.begin():
+                await storage.write_submission(s, legs, events, now=now)
+            out: dict[str, list[tuple]] = {}
+            async with services.engine.connect() as c:
+                for table in (Blob.__table__, QueueMessage.__table__, QueueRecipient.__table__, AuditEvent.__table__):
+                    rows = (await c.execute(select(table).order_by(table.c.id))).all()  # type: ignore[attr-defined]
+                    out[table.name] = [tuple(r) for r in rows]  # type: ignore[attr-defined]
+            return out
+        finally:
+            await close_services(services)
+
+    real, used = storage._sqlite_driver, []
+
+    async def spy(session):
+        drv = await real(session)
+        used.append(drv is not None)
+        return drv
+
+    monkeypatch.setattr(storage, "_sqlite_driver", spy)
+    fast = await written("fast")
+    assert used == [True]  # the one-hand-off path wrote it
+
+    async def no_driver(session):
+        await real(session)  # the session's transaction begins as on the fast path
+        return None
+
+    monkeypatch.setattr(storage, "_sqlite_driver", no_driver)
+    core = await written("core")
+    assert len(fast["queue_recipient"]) == 4 and len(fast["blob"]) >= 2 and fast == core
