@@ -8,6 +8,9 @@ thread in ONE hand-off (`_store_sqlite`) instead of three or four per statement:
 that thread and the event loop again, and on a busy gateway that, not SQLite, was the cost. Both paths
 build their rows with the same functions (`_delivery_row`, `_leg_rows`, `_accepted_event`) and write
 them through the columns' own bind processors, so they store the same values.
+
+`write_submission` does the same for the worker's part of a submission batch: the relay queue rows of the
+leg messages handed to the relay (those of mssante.store.queue.enqueue) and the batch's audit events.
 """
 
 from __future__ import annotations
