@@ -72,17 +72,32 @@ class MessageMeta:
     modseq: int
 
 
-@dataclass(frozen=True)
 class MessageDetail:
-    uid: int
-    flags: tuple[str, ...]
-    modseq: int
-    internaldate: dt.datetime
-    size: int
-    envelope: Any
-    bodystructure: Any
-    raw: bytes | None = None
-    envelope_key: str | None = None  # the stored ENVELOPE JSON text: key of fetch.py's rendering cache
+    """What FETCH/SEARCH/SORT need of one message. With `decode`, `envelope` and `bodystructure`
+    are given as their stored JSON text and decoded on first use: a FETCH ENVELOPE answered from
+    fetch.py's rendering cache (keyed by that text) decodes neither, BODY[] no BODYSTRUCTURE."""
+
+    __slots__ = ("uid", "flags", "modseq", "internaldate", "size", "raw", "envelope_key", "_env", "_bs", "_decode")
+
+    def __init__(self, uid: int, flags: tuple[str, ...], modseq: int, internaldate: dt.datetime, size: int,
+                 envelope: Any, bodystructure: Any, raw: bytes | None = None, envelope_key: str | None = None,
+                 decode: Any = None) -> None:
+        self.uid, self.flags, self.modseq, self.internaldate, self.size = uid, flags, modseq, internaldate, size
+        self.raw = raw
+        self.envelope_key = envelope_key  # the stored ENVELOPE JSON text: key of fetch.py's rendering cache
+        self._env, self._bs, self._decode = envelope, bodystructure, decode
+
+    @property
+    def envelope(self) -> Any:
+        if self._decode is not None and isinstance(self._env, str):
+            self._env = self._decode(self._env)
+        return self._env
+
+    @property
+    def bodystructure(self) -> Any:
+        if self._decode is not None and isinstance(self._bs, str):
+            self._bs = self._decode(self._bs)
+        return self._bs
 
 
 @dataclass

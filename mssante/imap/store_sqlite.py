@@ -9,7 +9,6 @@ SQLAlchemy column types' own processors so both paths read and write identical f
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
@@ -43,7 +42,7 @@ INLINE_BYTES = 256 * 1024  # FETCH of raw messages totalling at most this size
 def _ids(xs: Sequence[int]) -> str:
     """A list of integers as ONE bound parameter, expanded by `IN (SELECT value FROM json_each(?))`:
     constant SQL text (sqlite3 statement cache), nothing built from values."""
-    return json.dumps([int(x) for x in xs])
+    return "[" + ",".join([str(int(x)) for x in xs]) + "]"  # the JSON of the list, without the encoder
 
 
 _DETAIL_SQL = {
@@ -138,9 +137,9 @@ class SqliteOps:
         rows = c.execute(sql, (folder_id, _ids(uids))).fetchall()
         for uid, fl, ms, idate, size, env, bs, data in rows:
             key = env if summary and isinstance(env, str) else None
-            if summary:
-                env = None if env is None else dec(env)
-                bs = None if bs is None else dec(bs)
+            if summary:  # JSON text, decoded on first use (MessageDetail)
+                env = None if env is None or env == "null" else env
+                bs = None if bs is None or bs == "null" else bs
             if data is not None:
                 data = bytes(data)
             if summary and (env is None or bs is None):  # delivered without one: compute it now
@@ -155,7 +154,7 @@ class SqliteOps:
             d = date_out(idate)
             d = d if d.tzinfo else d.replace(tzinfo=_UTC)
             out.append(MessageDetail(uid, _flags(fl), ms, d, size, env, bs, data,
-                                     key if env is not None and key != "null" else None))
+                                     key if env is not None and key != "null" else None, decode=dec))
         return out
 
     def details_small(self, c: Any, folder_id: int, uids: Sequence[int], raw: bool, summary: bool
