@@ -127,6 +127,7 @@ class MllpConfig:
     max_message_size: int = 20 * 1024 * 1024
     tls: bool = False
     senders: list[dict[str, Any]] = field(default_factory=list)  # authorised sending systems
+    decide_processes: int = 0  # 0: the CPU-bound decide step (HL7, CDA, XDM, MIME) in a thread; N: N processes
 
 
 @dataclass
@@ -290,6 +291,8 @@ def _check(cfg: Config) -> None:
         parse_hostport(cfg.relay.dns_server, "relay.dns_server")
     if cfg.smtp.max_message_size < 1024:
         raise ConfigError(f"config error: smtp.max_message_size = {cfg.smtp.max_message_size}: expected at least 1024 bytes")
+    if not 0 <= cfg.mllp.decide_processes <= 64:
+        raise ConfigError(f"config error: mllp.decide_processes = {cfg.mllp.decide_processes}: expected 0 to 64")
     if not 1 <= cfg.imap.processes <= 64:
         raise ConfigError(f"config error: imap.processes = {cfg.imap.processes}: expected 1 to 64")
 

@@ -248,7 +248,8 @@ class YIntake:
         # one process would meet in SQLite's busy handler, which sleeps 1, 2, 5, 10 ms… between tries.
         self._committer = committer or committer_for(services)
         # The decide step is CPU-bound (HL7, CDA, XDM ZIP, MIME): a process pool spreads it over cores.
-        n = decide_processes if decide_processes is not None else int(services.extras.get("y_decide_processes", 0))
+        n = decide_processes if decide_processes is not None else int(
+            services.extras.get("y_decide_processes", cfg.mllp.decide_processes))
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
         if n > 0:
             self._pool = concurrent.futures.ProcessPoolExecutor(max_workers=n,

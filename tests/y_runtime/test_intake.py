@@ -210,7 +210,9 @@ async def test_decide_in_a_process_pool_gives_the_same_answers(tmp_path: Path) -
     from mssante.y.service import YIntake
 
     services = await make_services(f"sqlite+aiosqlite:///{tmp_path / 't.db'}", tmp_path, senders=[sender_entry()])
-    intake = YIntake(services, decide_processes=1)
+    services.config.mllp.decide_processes = 1  # as `serve` reads it from [mllp] decide_processes
+    intake = YIntake(services)
+    assert intake._pool is not None and intake._pool._max_workers == 1
     server = await start_mllp(services, host="127.0.0.1", port=0, handler=intake.handle_frame)
     client = await MllpClient.connect("127.0.0.1", server.port)
     try:
