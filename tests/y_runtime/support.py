@@ -168,3 +168,15 @@ class FakeDmp:
         return DmpAccepted(request.document_unique_id or "doc", "subset")
 
 
+
+
+async def table_rows(services: Services, tables: Sequence[Any]) -> dict[str, list[tuple]]:
+    """Every row of each table, in id order: to compare what two write paths stored."""
+    from sqlalchemy import select
+
+    out: dict[str, list[tuple]] = {}
+    async with services.engine.connect() as c:
+        for table in tables:
+            rows = (await c.execute(select(table).order_by(table.c.id))).all()
+            out[table.name] = [tuple(r) for r in rows]
+    return out

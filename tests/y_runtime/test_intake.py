@@ -22,6 +22,7 @@ from mssante.store.queue import QueueRecipient
 from mssante.y.mllp import MllpClient, start_mllp
 from mssante.y.models import YDelivery, YLeg
 from .support import (
+    table_rows,
     close_services,
     make_services,
     replace_line,
@@ -310,12 +311,7 @@ async def test_store_plans_sqlite_fast_path_writes_what_the_core_path_writes(tmp
             async with services.sessions() as s, s.begin():
                 answers = await storage.store_plans(s, items, audit=services.audit)
             assert [a[2] for a in answers] == [False, False, True]
-            out: dict[str, list[tuple]] = {}
-            async with services.engine.connect() as c:
-                for table in (YDelivery.__table__, YLeg.__table__, Blob.__table__, AuditEvent.__table__):
-                    rows = (await c.execute(select(table).order_by(table.c.id))).all()  # type: ignore[attr-defined]
-                    out[table.name] = [tuple(r) for r in rows]  # type: ignore[attr-defined]
-            return out
+            return await table_rows(services, (YDelivery.__table__, YLeg.__table__, Blob.__table__, AuditEvent.__table__))
         finally:
             await intake.close()
             await close_services(services)

@@ -22,6 +22,7 @@ from mssante.y.mllp import MllpClient, start_mllp
 from mssante.y.models import YAckOutbox, YLeg, YStateChange
 from mssante.y.worker import YWorker
 from .support import (
+    table_rows,
     LAB_MAILBOX,
     PATIENT,
     PRESCRIBER,
@@ -292,12 +293,7 @@ async def test_submission_rows_on_the_sqlite_fast_path_are_those_of_the_core_pat
         try:
             async with services.sessions() as s, s.begin():
                 await storage.write_submission(s, legs, events, now=now)
-            out: dict[str, list[tuple]] = {}
-            async with services.engine.connect() as c:
-                for table in (Blob.__table__, QueueMessage.__table__, QueueRecipient.__table__, AuditEvent.__table__):
-                    rows = (await c.execute(select(table).order_by(table.c.id))).all()  # type: ignore[attr-defined]
-                    out[table.name] = [tuple(r) for r in rows]  # type: ignore[attr-defined]
-            return out
+            return await table_rows(services, (Blob.__table__, QueueMessage.__table__, QueueRecipient.__table__, AuditEvent.__table__))
         finally:
             await close_services(services)
 
