@@ -105,12 +105,15 @@ class InlineWriter:
         conn = self._conn
         assert conn is not None
         batch = self._take()
+        if not batch:  # drained to the writer thread by a shutdown while we waited for the lock
+            r.unlock()
+            return
         try:
             conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as e:
+        except BaseException as e:  # noqa: BLE001 - never leave the lock file held
             r.unlock()
-            if "locked" in str(e) or "busy" in str(e):  # a writer of this process outside IMAP
-                self._fallback(batch)
+            if isinstance(e, sqlite3.OperationalError) and ("locked" in str(e) or "busy" in str(e)):
+                self._fallback(batch)  # a writer of this process outside IMAP (the MTA) holds SQLite's lock
             else:
                 self._answer(batch, [(False, e)] * len(batch))
                 self._next()

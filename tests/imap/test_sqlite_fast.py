@@ -261,3 +261,38 @@ async def test_several_processes_take_turns_on_the_lock_file(env_sqlite: Env) ->
     assert st._fast.batches == batches + 1 and iw.lock_waits == 1 and iw.fallbacks == 0
     assert st._fast._writer is None  # the loop did the work; only the wait was on a thread
     await st.aclose()
+
+
+async def test_a_failed_begin_answers_its_batch_and_releases_the_lock_file(env_sqlite: Env) -> None:
+    """An I/O error at BEGIN (not a busy lock) fails that batch only, and the lock file is free
+    for the other processes at once (a held lock would stop every IMAP process's writes)."""
+    import fcntl
+    import os
+
+    env = env_sqlite
+    st = SqlStorage(env.services.sessions, shared=True)
+    fid = await _inbox(st, env)
+    now = dt.datetime.now(dt.timezone.utc)
+    await st.append(fid, message("first"), [], now)
+    iw = st._fast._iw
+    real = iw._conn
+
+    class FailingBegin:
+        def execute(self, sql: str, *a: object) -> object:
+            if sql == "BEGIN IMMEDIATE":
+                iw._conn = real  # once
+                raise sqlite3.DatabaseError("disk I/O error")
+            return real.execute(sql, *a)
+
+    iw._conn = FailingBegin()
+    with pytest.raises(sqlite3.DatabaseError):
+        await asyncio.wait_for(st.append(fid, message("lost"), [], now), 30)  # answered, not left waiting
+    fd = os.open(env.services.engine.url.database + ".imap-write-lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free: raises BlockingIOError otherwise
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+    uid, _m = await st.append(fid, message("after"), [], now)
+    assert uid in {m.uid for m in await st.messages(fid)}
+    await st.aclose()
