@@ -165,6 +165,7 @@ class SqlitePollNotifier(FolderNotifier):
         self._known: dict[int, int] = {}  # folder id -> the HIGHESTMODSEQ last published or seen
         self._task: asyncio.Task[None] | None = None
         self.polls = 0
+        self.failing = False
 
     def _connect(self) -> sqlite3.Connection:
         c = sqlite3.connect(f"file:{self._path}?mode=ro", uri=True, timeout=0, isolation_level=None,
@@ -219,12 +220,17 @@ class SqlitePollNotifier(FolderNotifier):
                 else:  # 10,000 IDLE sessions: a few ms, off the loop
                     seen = await asyncio.to_thread(self._query, ids)
             except sqlite3.Error as e:  # a busy or recovering file: look again next round
-                log.warning("SQLite change poll failed (%s); retrying", type(e).__name__)
+                if not self.failing:  # once per outage, not 40 times a second
+                    log.warning("SQLite change poll failed (%s); retrying", type(e).__name__)
+                self.failing = True
                 if self._conn is not None:
                     self._conn.close()
                     self._conn = None
                 self._version = None
                 continue
+            if self.failing:
+                log.info("SQLite change poll works again")
+                self.failing = False
             for fid, modseq in self._moved(ids, seen):
                 self.publish(fid, modseq)
 

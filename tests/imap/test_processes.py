@@ -267,3 +267,24 @@ def _alive(pid: int) -> bool:
 def _assert_port_free(port: int) -> None:
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", port)) != 0, "something still listens"
+
+
+async def test_sqlite_poller_survives_a_missing_file_and_logs_once(tmp_path: Path, caplog) -> None:
+    import logging
+
+    db = tmp_path / "later.db"
+    n = SqlitePollNotifier(str(db), interval=0.01)
+    got: asyncio.Queue[tuple[int, int | None]] = asyncio.Queue()
+    n.subscribe(1, lambda f, m: got.put_nowait((f, m)))
+    with caplog.at_level(logging.INFO, logger="mssante.store.notify"):
+        await n.start()
+        try:
+            while n.polls < 10:
+                await asyncio.sleep(0.01)
+            assert n.failing
+            _folder_db(db)  # the file appears
+            assert await asyncio.wait_for(got.get(), 10) == (1, 5)
+            assert not n.failing
+        finally:
+            await n.stop()
+    assert [r.levelname for r in caplog.records].count("WARNING") == 1
