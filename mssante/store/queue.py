@@ -140,6 +140,20 @@ def _aware(t: dt.datetime) -> dt.datetime:
     return t if t.tzinfo is not None else t.replace(tzinfo=dt.timezone.utc)
 
 
+def message_row(raw: bytes, mail_from: str, *, blob_id: int, now: dt.datetime, envid: str | None = None,
+                ret: str | None = None, message_id: str | None = None, actor: str = "") -> dict[str, Any]:
+    """The `queue_message` row of a message (`enqueue`, and batched writers such as mssante.y.storage)."""
+    return {"blob_id": blob_id, "mail_from": mail_from, "envid": envid, "ret": ret, "message_id": message_id,
+            "size": len(raw), "actor": actor[:500], "created_at": now}
+
+
+def recipient_rows(queue_message_id: int, recipients: Sequence[NewRecipient], now: dt.datetime) -> list[dict[str, Any]]:
+    """The `queue_recipient` rows of a queued message's recipients, all due now."""
+    return [{"queue_message_id": queue_message_id, "rcpt": r.rcpt, "domain": domain_of(r.rcpt), "orcpt": r.orcpt,
+             "notify": r.notify, "status": QUEUED, "attempts": 0, "next_attempt_at": now, "delay_notified": False}
+            for r in recipients]
+
+
 async def enqueue(
     session: AsyncSession,
     raw: bytes,
@@ -158,19 +172,11 @@ async def enqueue(
         raise QueueError("a queued message needs at least one recipient")
     if blob_id is None:
         blob_id = await store_blob(session, raw)
-    qm = QueueMessage(
-        blob_id=blob_id, mail_from=mail_from, envid=envid, ret=ret, message_id=message_id, size=len(raw),
-        actor=actor[:500], created_at=now,
-    )
+    qm = QueueMessage(**message_row(raw, mail_from, blob_id=blob_id, now=now, envid=envid, ret=ret,
+                                    message_id=message_id, actor=actor))
     session.add(qm)
     await session.flush()
-    for r in recipients:
-        session.add(
-            QueueRecipient(
-                queue_message_id=qm.id, rcpt=r.rcpt, domain=domain_of(r.rcpt), orcpt=r.orcpt, notify=r.notify,
-                status=QUEUED, attempts=0, next_attempt_at=now, delay_notified=False,
-            )
-        )
+    session.add_all(QueueRecipient(**row) for row in recipient_rows(int(qm.id), recipients, now))
     await session.flush()
     return int(qm.id)
 

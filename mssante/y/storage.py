@@ -294,16 +294,16 @@ class QueuedLeg:
 
 
 def _queue_rows(q: QueuedLeg, blob_id: int, now: dt.datetime) -> dict[str, Any]:
-    return {"blob_id": blob_id, "mail_from": q.sender, "envid": q.envid, "ret": "HDRS", "message_id": q.message_id,
-            "size": len(q.raw), "actor": q.sender[:500], "created_at": now}
+    from mssante.store.queue import message_row
+
+    return message_row(q.raw, q.sender, blob_id=blob_id, now=now, envid=q.envid, ret="HDRS",
+                       message_id=q.message_id, actor=q.sender)
 
 
 def _recipient_rows(q: QueuedLeg, queue_id: int, now: dt.datetime) -> list[dict[str, Any]]:
-    from mssante.store.queue import QUEUED, domain_of
+    from mssante.store.queue import NewRecipient, recipient_rows
 
-    return [{"queue_message_id": queue_id, "rcpt": a, "domain": domain_of(a), "orcpt": f"rfc822;{a}",
-             "notify": NOTIFY_ALL, "status": QUEUED, "attempts": 0, "next_attempt_at": now, "delay_notified": False}
-            for a in q.recipients]
+    return recipient_rows(queue_id, [NewRecipient(a, f"rfc822;{a}", NOTIFY_ALL) for a in q.recipients], now)
 
 
 async def write_submission(session: AsyncSession, queued: Sequence[QueuedLeg], events: list[dict[str, Any]], *,
