@@ -100,6 +100,29 @@ class MessageDetail:
         return self._bs
 
 
+def row_detail(row: Sequence[Any], when: dt.datetime, *, summary: bool, raw: bool, decode: Any,
+               blob: bytes | None = None) -> MessageDetail | None:
+    """A MessageDetail from a details row (uid, flags, modseq, internaldate, size, envelope JSON,
+    bodystructure JSON, raw data), shared by store_sqlite and store_pg. None when the message was
+    stored without its ENVELOPE/BODYSTRUCTURE and its raw data was not read: call again with `blob`."""
+    uid, fl, ms, _when, size, env, bs, data = row
+    key = env if summary and isinstance(env, str) and env != "null" else None
+    if summary:  # JSON text, decoded on first use (MessageDetail)
+        env = None if env is None or env == "null" else env
+        bs = None if bs is None or bs == "null" else bs
+    if data is not None:
+        data = bytes(data)
+    if summary and (env is None or bs is None):  # delivered without one: compute it now
+        source = data if data is not None else blob
+        if source is None:
+            return None
+        env, bs = summarize(source)
+        key = None
+        if not raw:
+            data = None
+    return MessageDetail(int(uid), _flags(fl), int(ms), when, int(size), env, bs, data, key, decode=decode)
+
+
 @dataclass
 class Changes:
     folder: FolderInfo
@@ -543,16 +566,14 @@ class SqlStorage:
                 if raw:
                     q = q.join(Blob, Blob.id == Message.blob_id)
                 for r in (await s.execute(q.order_by(Message.uid))).all():
-                    env, bs = r[5], r[6]
-                    data = bytes(r[7]) if raw else None
-                    if summary and (env is None or bs is None):  # delivered without one: compute it now
-                        if data is None:
-                            data = bytes(await s.scalar(select(Blob.data).join(Message, Message.blob_id == Blob.id)
-                                                        .where(Message.folder_id == folder_id,
-                                                               Message.uid == r[0])) or b"")
-                        env, bs = summarize(data)
+                    row = (*r[:7], r[7] if raw else None)
                     idate = r[3] if r[3].tzinfo else r[3].replace(tzinfo=dt.timezone.utc)
-                    out.append(MessageDetail(int(r[0]), _flags(r[1]), int(r[2]), idate, int(r[4]), env, bs, data))
+                    d = row_detail(row, idate, summary=summary, raw=raw, decode=None)
+                    if d is None:  # delivered without a summary: computed now from the blob
+                        blob = await s.scalar(select(Blob.data).join(Message, Message.blob_id == Blob.id)
+                                              .where(Message.folder_id == folder_id, Message.uid == r[0]))
+                        d = row_detail(row, idate, summary=summary, raw=raw, decode=None, blob=bytes(blob or b""))
+                    out.append(cast(MessageDetail, d))
         return out
 
     async def _bump(self, s: AsyncSession, folder_id: int) -> int:

@@ -15,11 +15,10 @@ import datetime as dt
 import json
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy.engine import URL
 
-from mssante.imap.mime import summarize
 from mssante.imap.store import (
     Changes,
     FolderInfo,
@@ -35,6 +34,7 @@ from mssante.imap.store import (
     _inbox_first,
     _metas,
     receipt_requests,
+    row_detail,
 )
 from mssante.store.mail import NOTIFY_CHANNEL
 from mssante.store.models import utcnow
@@ -187,24 +187,15 @@ class PgOps:
             sql = ("SELECT m.uid, m.flags, m.modseq, m.internaldate, m.size, NULL, NULL, NULL "
                    "FROM message m WHERE m.folder_id = $1 AND m.uid = ANY($2::bigint[]) ORDER BY m.uid")
         out: list[MessageDetail] = []
-        for uid, fl, ms, idate, size, env, bs, data in await c.fetch(sql, folder_id, sorted(uids)):
-            key = env if summary and isinstance(env, str) else None
-            if summary:
-                env, bs = _json_out(env), _json_out(bs)
-            if data is not None:
-                data = bytes(data)
-            if summary and (env is None or bs is None):  # delivered without one: compute it now
-                if data is None:
-                    got = await c.fetchval("SELECT b.data FROM blob b JOIN message m ON m.blob_id = b.id "
-                                           "WHERE m.folder_id = $1 AND m.uid = $2", folder_id, uid)
-                    data = bytes(got or b"")
-                env, bs = summarize(data)
-                key = None
-                if not raw:
-                    data = None
+        for row in await c.fetch(sql, folder_id, sorted(uids)):
+            idate = row[3]
             d = idate if idate.tzinfo else idate.replace(tzinfo=_UTC)
-            out.append(MessageDetail(int(uid), _flags(fl), int(ms), d, int(size), env, bs, data,
-                                     key if env is not None and key != "null" else None))
+            detail = row_detail(tuple(row), d, summary=summary, raw=raw, decode=_json_out)
+            if detail is None:  # delivered without a summary: computed now from the blob
+                got = await c.fetchval("SELECT b.data FROM blob b JOIN message m ON m.blob_id = b.id "
+                                       "WHERE m.folder_id = $1 AND m.uid = $2", folder_id, row[0])
+                detail = row_detail(tuple(row), d, summary=summary, raw=raw, decode=_json_out, blob=bytes(got or b""))
+            out.append(cast(MessageDetail, detail))
         return out
 
     details_small = details

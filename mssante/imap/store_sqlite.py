@@ -14,7 +14,6 @@ from typing import Any, cast
 
 from sqlalchemy import Table
 
-from mssante.imap.mime import summarize
 from mssante.imap.store import (
     Changes,
     FolderInfo,
@@ -30,6 +29,7 @@ from mssante.imap.store import (
     _inbox_first,
     _metas,
     receipt_requests,
+    row_detail,
 )
 from mssante.store.models import AuditEvent, Message, utcnow
 
@@ -135,26 +135,16 @@ class SqliteOps:
         dec = self._json_out
         date_out = self._date_out
         rows = c.execute(sql, (folder_id, _ids(uids))).fetchall()
-        for uid, fl, ms, idate, size, env, bs, data in rows:
-            key = env if summary and isinstance(env, str) else None
-            if summary:  # JSON text, decoded on first use (MessageDetail)
-                env = None if env is None or env == "null" else env
-                bs = None if bs is None or bs == "null" else bs
-            if data is not None:
-                data = bytes(data)
-            if summary and (env is None or bs is None):  # delivered without one: compute it now
-                if data is None:
-                    got = c.execute("SELECT b.data FROM blob b JOIN message m ON m.blob_id = b.id "
-                                    "WHERE m.folder_id = ? AND m.uid = ?", (folder_id, uid)).fetchone()
-                    data = bytes(got[0]) if got is not None and got[0] is not None else b""
-                env, bs = summarize(data)
-                key = None
-                if not raw:
-                    data = None
-            d = date_out(idate)
+        for row in rows:
+            d = date_out(row[3])
             d = d if d.tzinfo else d.replace(tzinfo=_UTC)
-            out.append(MessageDetail(uid, _flags(fl), ms, d, size, env, bs, data,
-                                     key if env is not None and key != "null" else None, decode=dec))
+            detail = row_detail(row, d, summary=summary, raw=raw, decode=dec)
+            if detail is None:  # delivered without a summary: computed now from the blob
+                got = c.execute("SELECT b.data FROM blob b JOIN message m ON m.blob_id = b.id "
+                                "WHERE m.folder_id = ? AND m.uid = ?", (folder_id, row[0])).fetchone()
+                blob = bytes(got[0]) if got is not None and got[0] is not None else b""
+                detail = row_detail(row, d, summary=summary, raw=raw, decode=dec, blob=blob)
+            out.append(cast(MessageDetail, detail))
         return out
 
     def details_small(self, c: Any, folder_id: int, uids: Sequence[int], raw: bool, summary: bool

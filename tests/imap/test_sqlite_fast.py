@@ -296,3 +296,26 @@ async def test_a_failed_begin_answers_its_batch_and_releases_the_lock_file(env_s
     uid, _m = await st.append(fid, message("after"), [], now)
     assert uid in {m.uid for m in await st.messages(fid)}
     await st.aclose()
+
+
+async def test_a_message_stored_without_its_summary_gets_one_computed(env: Env) -> None:
+    """ENVELOPE/BODYSTRUCTURE missing from the row (an older delivery path): computed from the blob,
+    the same on both fast paths and the ORM path (store.row_detail)."""
+    from sqlalchemy import update
+
+    raw = message("Sans résumé")
+    uid = await env.deliver(raw)
+    async with env.services.sessions() as s, s.begin():
+        await s.execute(update(Message).where(Message.uid == uid).values(envelope=None, bodystructure=None))
+    st = SqlStorage(env.services.sessions)
+    fid = await _inbox(st, env)
+    want_env, want_bs = summarize(raw)
+    for raw_too in (False, True):
+        (d,) = await st.details(fid, [uid], raw=raw_too, summary=True)
+        assert d.envelope == want_env and d.bodystructure == want_bs and d.envelope_key is None
+        assert d.raw == (raw if raw_too else None)
+    fast, st._fast = st._fast, None  # the SQLAlchemy path
+    (d,) = await st.details(fid, [uid], raw=False, summary=True)
+    assert d.envelope == want_env and d.bodystructure == want_bs and d.raw is None
+    st._fast = fast
+    await st.aclose()
