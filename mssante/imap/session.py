@@ -93,7 +93,7 @@ class AuditBatcher:
         self._tasks: set[asyncio.Task[None]] = set()
 
     def record(self, action: str, actor: str, outcome: str, **fields: Any) -> None:
-        self._pending.append(self.audit.event(action, actor, outcome, **fields))
+        self._pending.append(self.audit.row(action, actor, outcome, **fields))
         if len(self._pending) >= self.max_batch:
             self._kick()
         elif self._handle is None:
@@ -367,7 +367,7 @@ class Session:
             return None
         from mssante.imap import response as resp
 
-        return lambda uids: [audit.event("imap.expunge", self.address, "ok", folder=folder, count=len(uids),
+        return lambda uids: [audit.row("imap.expunge", self.address, "ok", folder=folder, count=len(uids),
                                          uids=resp.seqset(uids).decode()[:2000], remote=self.conn.peer,
                                          session=self.correlation)]
 
