@@ -197,7 +197,9 @@ def render(msn: int, d: MessageDetail, atts: list[FetchAtt], *, add_uid: bool, a
         elif a.name == "RFC822.TEXT":
             items.append(b"RFC822.TEXT " + response.literal(section_bytes(raw, d.bodystructure, Section(text="TEXT"))))
         elif a.name == "BODY" and a.section is not None:
-            data, origin = _partial(section_bytes(raw, d.bodystructure, a.section), a.partial)
+            # BODY[] is the whole message: no need to decode the stored structure for it.
+            whole = not a.section.part and a.section.text == ""
+            data, origin = _partial(raw if whole else section_bytes(raw, d.bodystructure, a.section), a.partial)
             items.append(b"BODY[" + _section_name(a.section) + b"]" + origin + b" " + response.literal(data))
         elif a.name == "BINARY" and a.section is not None:
             data, origin = _partial(binary_bytes(raw, d.bodystructure, a.section), a.partial)

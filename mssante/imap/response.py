@@ -53,7 +53,22 @@ def flags(fl: Iterable[str]) -> bytes:
     return b"(" + " ".join(fl).encode("utf-8") + b")"
 
 
+_DATES: dict[tuple[dt.datetime, dt.timedelta | None], bytes] = {}  # (date, UTC offset) -> its wire form
+_DATES_MAX = 20_000
+
+
 def internaldate(d: dt.datetime) -> bytes:
+    # Keyed with the offset too: datetimes of the same instant in two zones compare equal.
+    key = (d, d.utcoffset())
+    wire = _DATES.get(key)
+    if wire is None:
+        if len(_DATES) >= _DATES_MAX:
+            _DATES.clear()
+        wire = _DATES[key] = _internaldate(d)
+    return wire
+
+
+def _internaldate(d: dt.datetime) -> bytes:
     if d.tzinfo is None:
         d = d.replace(tzinfo=dt.timezone.utc)
     off = d.utcoffset() or dt.timedelta(0)
