@@ -23,6 +23,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from mssante.imap.mime import summarize
+from mssante.observability.audit import as_orm
 from mssante.store.mail import NOTIFY_CHANNEL, allocate_uid, store_blob
 from mssante.store.models import Blob, Expunged, Folder, Mailbox, Message
 
@@ -172,6 +173,33 @@ def _flags(s: str | None) -> tuple[str, ...]:
         if len(_FLAG_TUPLES) < 4096:  # distinct flag combinations are few; keywords could be many
             _FLAG_TUPLES[s] = t
     return t
+
+
+# What a STORE changes: (message id, uid, new flags, newly \\Seen) per message.
+FlagChange = tuple[int, int, tuple[str, ...], bool]
+
+
+def plan_flags(rows: Iterable[Sequence[Any]], mode: str, want: frozenset[str] | set[str], unchangedsince: int | None
+               ) -> tuple[list[int], list[FlagChange]]:
+    """A STORE on (id, uid, flags, modseq) rows, shared by every backend: the uids that fail
+    UNCHANGEDSINCE (RFC 7162 §3.1.3) and the messages whose flags change."""
+    modified: list[int] = []
+    todo: list[FlagChange] = []
+    for mid, uid, fl, ms in rows:
+        if unchangedsince is not None and int(ms) > unchangedsince:
+            modified.append(int(uid))
+            continue
+        old = set(_flags(fl))
+        new = old | want if mode == "+" else old - want if mode == "-" else set(want)
+        if new != old:
+            todo.append((mid, int(uid), tuple(sorted(new)), "\\Seen" in new and "\\Seen" not in old))
+    return modified, todo
+
+
+def store_result(modified: list[int], todo: Sequence[FlagChange], modseq: int) -> StoreResult:
+    """The StoreResult of planned changes written with `modseq` (first_seen is filled by the caller)."""
+    changed = sorted((MessageMeta(uid, nf, modseq) for _mid, uid, nf, _seen in todo), key=lambda m: m.uid)
+    return StoreResult(changed, sorted(modified), [])
 
 
 _F = cast(Table, Folder.__table__)
@@ -429,12 +457,12 @@ class SqlStorage:
                 b.done.exception()  # retrieved: members that already failed do not await it
 
     async def add_events(self, events: Sequence[Any]) -> None:
-        """Audit events (mssante.observability.audit.Audit.event) written in one transaction."""
+        """Audit events (Audit.row or Audit.event) written in one transaction."""
         if events and self._fast is not None:
             await self._fast.write(self._ops.add_events, list(events))
         elif events:
             async with self._write() as s:
-                s.add_all(list(events))
+                s.add_all([as_orm(ev) for ev in events])
 
     async def _notify(self, s: AsyncSession, folder_ids: Iterable[int], modseq: int | None = None) -> None:
         """NOTIFY 'mssante_folder' with "folder_id" or "folder_id:modseq" (the MODSEQ this change
@@ -598,42 +626,39 @@ class SqlStorage:
                           unchangedsince: int | None) -> StoreResult:
         want = set(norm_flags(flags))
         if self._fast is not None:
+            fw = frozenset(want)
+            same = await self._fast.read(self._ops.store_unchanged, folder_id, list(uids), mode, fw, unchangedsince,
+                                         inline=True)
+            if same is not None:  # nothing to change: answered from a read, no write transaction
+                return cast(StoreResult, same)
             res = cast(StoreResult, await self._fast.write(self._ops.store_flags, folder_id, list(uids), mode,
-                                                           frozenset(want), unchangedsince))
+                                                           fw, unchangedsince))
             if res.changed:
                 self._published_after_commit([folder_id], res.changed[0].modseq)
             return res
-        res = StoreResult([], [], [])
+        modified: list[int] = []
+        todo: list[FlagChange] = []
+        modseq = 0
+        first_seen: list[tuple[int, str | None, str]] = []
         async with self._write() as s:
             await self._lock(s, folder_id)
             c = await s.connection()
-            modseq = 0
-            newly_seen: list[int] = []
             for chunk in _chunks(sorted(uids), 500):
                 rows = (await c.execute(select(_M.c.id, _M.c.uid, _M.c.flags, _M.c.modseq)
                                         .where(_M.c.folder_id == folder_id, _M.c.uid.in_(chunk)))).all()
-                for mid, uid, fl, ms in rows:
-                    old = set(_flags(fl))
-                    if unchangedsince is not None and int(ms) > unchangedsince:
-                        res.modified.append(int(uid))  # RFC 7162 §3.1.3
-                        continue
-                    new = old | want if mode == "+" else old - want if mode == "-" else want
-                    if new == old:
-                        continue
-                    if not modseq:
-                        modseq = await self._bump(s, folder_id)  # one new MODSEQ for this command
-                    nf = " ".join(sorted(new))
-                    await c.execute(update(_M).where(_M.c.id == mid).values(flags=nf, modseq=modseq))
-                    res.changed.append(MessageMeta(int(uid), tuple(sorted(new)), modseq))
-                    if "\\Seen" in new and "\\Seen" not in old:
-                        newly_seen.append(int(uid))
-            if res.changed:
-                res.first_seen = await self._receipts(s, folder_id, newly_seen)
+                m, t = plan_flags(rows, mode, want, unchangedsince)
+                modified += m
+                todo += t
+            if todo:
+                modseq = await self._bump(s, folder_id)  # one new MODSEQ for this command
+                for mid, _uid, nf, _seen in todo:
+                    await c.execute(update(_M).where(_M.c.id == mid).values(flags=" ".join(nf), modseq=modseq))
+                first_seen = await self._receipts(s, folder_id, [uid for _m, uid, _nf, seen in todo if seen])
                 await self._notify(s, [folder_id], modseq)
+        res = store_result(modified, todo, modseq)
+        res.first_seen = first_seen
         if res.changed:
-            self._published_after_commit([folder_id], res.changed[0].modseq)
-        res.changed.sort(key=lambda m: m.uid)
-        res.modified.sort()
+            self._published_after_commit([folder_id], modseq)
         return res
 
     async def _receipts(self, s: AsyncSession, folder_id: int, uids: list[int]) -> list[tuple[int, str | None, str]]:
@@ -744,7 +769,7 @@ class SqlStorage:
             await c.execute(insert(cast(Table, Expunged.__table__)),
                             [{"folder_id": folder_id, "uid": u, "modseq": modseq} for _i, u in gone])
             if events is not None:
-                s.add_all(list(events(sorted(u for _i, u in gone))))
+                s.add_all([as_orm(ev) for ev in events(sorted(u for _i, u in gone))])
             await self._notify(s, [folder_id], modseq)
         self._published_after_commit([folder_id], modseq)
         return sorted(u for _i, u in gone), modseq

@@ -33,13 +33,18 @@ from mssante.imap.store import (
     _flags,
     _inbox_first,
     _metas,
+    plan_flags,
     receipt_requests,
     row_detail,
+    store_result,
 )
 from mssante.store.mail import NOTIFY_CHANNEL
 from mssante.store.models import utcnow
 
 log = logging.getLogger("mssante.imap.pg")
+
+_STORE_ROWS_SQL = "SELECT id, uid, flags, modseq FROM message WHERE folder_id = $1 AND uid = ANY($2::bigint[])"
+_UNCHANGED_MAX = 100  # a STORE on more messages goes straight to its write transaction
 
 
 class PgRunner:
@@ -235,36 +240,30 @@ class PgOps:
                         str(folder_id) if modseq is None else f"{folder_id}:{modseq}")
 
     @staticmethod
+    async def store_unchanged(c: Any, folder_id: int, uids: Sequence[int], mode: str, want: frozenset[str],
+                              unchangedsince: int | None) -> StoreResult | None:
+        """One read: the STORE's result when it changes no flag (no write transaction), else None."""
+        if len(uids) > _UNCHANGED_MAX:
+            return None
+        rows = await c.fetch(_STORE_ROWS_SQL, folder_id, sorted(uids))
+        modified, todo = plan_flags(rows, mode, want, unchangedsince)
+        return None if todo or not rows else store_result(modified, todo, 0)
+
+    @staticmethod
     async def store_flags(c: Any, folder_id: int, uids: Sequence[int], mode: str, want: frozenset[str],
                           unchangedsince: int | None) -> StoreResult:
         await PgOps._lock(c, folder_id)
-        res = StoreResult([], [], [])
-        modseq = 0
-        newly_seen: list[int] = []
-        updates: list[tuple[str, int, int]] = []
-        rows = await c.fetch("SELECT id, uid, flags, modseq FROM message WHERE folder_id = $1 "
-                             "AND uid = ANY($2::bigint[]) ORDER BY uid", folder_id, sorted(uids))
-        for mid, uid, fl, ms in rows:
-            old = set(_flags(fl))
-            if unchangedsince is not None and ms > unchangedsince:
-                res.modified.append(int(uid))  # RFC 7162 §3.1.3
-                continue
-            new = old | want if mode == "+" else old - want if mode == "-" else set(want)
-            if new == old:
-                continue
-            if not modseq:
-                modseq = await PgOps._bump(c, folder_id)  # one new MODSEQ for this command
-            nf = tuple(sorted(new))
-            updates.append((" ".join(nf), modseq, mid))
-            res.changed.append(MessageMeta(int(uid), nf, modseq))
-            if "\\Seen" in new and "\\Seen" not in old:
-                newly_seen.append(int(uid))
-        if updates:
-            await c.executemany("UPDATE message SET flags = $1, modseq = $2 WHERE id = $3", updates)
+        rows = await c.fetch(_STORE_ROWS_SQL, folder_id, sorted(uids))
+        modified, todo = plan_flags(rows, mode, want, unchangedsince)
+        modseq = await PgOps._bump(c, folder_id) if todo else 0  # one new MODSEQ for this command
+        res = store_result(modified, todo, modseq)
+        if todo:
+            await c.executemany("UPDATE message SET flags = $1, modseq = $2 WHERE id = $3",
+                                [(" ".join(nf), modseq, mid) for mid, _uid, nf, _seen in todo])
+            newly_seen = [uid for _mid, uid, _nf, seen in todo if seen]
             if newly_seen:
                 res.first_seen = await PgOps._receipts(c, folder_id, newly_seen)
             await PgOps._notify(c, folder_id, modseq)
-        res.modified.sort()
         return res
 
     @staticmethod
@@ -313,7 +312,7 @@ class PgOps:
 
     @staticmethod
     async def add_events(c: Any, events: Sequence[Any]) -> None:
-        """Audit events (mssante.store.models.AuditEvent objects, never flushed by an ORM session)."""
+        """Audit events (AuditRow or AuditEvent: the same attributes), inserted as plain rows."""
         await c.executemany("INSERT INTO audit_event (at, action, actor, outcome, details) VALUES ($1, $2, $3, $4, $5)",
                             [(ev.at or utcnow(), ev.action, ev.actor if ev.actor is not None else "",
                               ev.outcome if ev.outcome is not None else "ok", json.dumps(ev.details))

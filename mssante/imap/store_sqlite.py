@@ -9,6 +9,7 @@ SQLAlchemy column types' own processors so both paths read and write identical f
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
@@ -28,8 +29,10 @@ from mssante.imap.store import (
     _flags,
     _inbox_first,
     _metas,
+    plan_flags,
     receipt_requests,
     row_detail,
+    store_result,
 )
 from mssante.store.models import AuditEvent, Message, utcnow
 
@@ -37,6 +40,7 @@ from mssante.store.models import AuditEvent, Message, utcnow
 INLINE_ROWS = 1000  # SELECT: folders with at most this many messages (uidnext - 1 bounds the count)
 INLINE_DETAILS = 100  # FETCH metadata of at most this many messages
 INLINE_BYTES = 256 * 1024  # FETCH of raw messages totalling at most this size
+_DATES_MAX = 20_000  # parsed INTERNALDATE values kept
 
 
 def _ids(xs: Sequence[int]) -> str:
@@ -56,6 +60,10 @@ _DETAIL_SQL = {
 }
 
 
+_STORE_ROWS_SQL = ("SELECT id, uid, flags, modseq FROM message WHERE folder_id = ? "
+                   "AND uid IN (SELECT value FROM json_each(?))")
+
+
 def _processors(dialect: Any, table: Table, col: str) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
     t = table.c[col].type.dialect_impl(dialect)
     bp = t.bind_processor(dialect) or (lambda v: v)
@@ -70,7 +78,8 @@ class SqliteOps:
         m = cast(Table, Message.__table__)
         a = cast(Table, AuditEvent.__table__)
         self._date_in, self._date_out = _processors(dialect, m, "internaldate")
-        self._json_in, self._json_out = _processors(dialect, m, "envelope")
+        self._dates: dict[Any, dt.datetime] = {}  # stored INTERNALDATE text -> datetime (parsed once)
+        self._json_in, _ = _processors(dialect, m, "envelope")
         self._at_in, _ = _processors(dialect, a, "at")
         self._details_in, _ = _processors(dialect, a, "details")
 
@@ -132,12 +141,18 @@ class SqliteOps:
         summary = summary or raw
         sql = _DETAIL_SQL[(summary, raw)]
         out: list[MessageDetail] = []
-        dec = self._json_out
+        dec = json.loads  # what the JSON column's result processor does with stored text, minus two calls
         date_out = self._date_out
+        dates = self._dates
         rows = c.execute(sql, (folder_id, _ids(uids))).fetchall()
         for row in rows:
-            d = date_out(row[3])
-            d = d if d.tzinfo else d.replace(tzinfo=_UTC)
+            d = dates.get(row[3])
+            if d is None:
+                d = date_out(row[3])
+                d = d if d.tzinfo else d.replace(tzinfo=_UTC)
+                if len(dates) >= _DATES_MAX:
+                    dates.clear()
+                dates[row[3]] = d
             detail = row_detail(row, d, summary=summary, raw=raw, decode=dec)
             if detail is None:  # delivered without a summary: computed now from the blob
                 got = c.execute("SELECT b.data FROM blob b JOIN message m ON m.blob_id = b.id "
@@ -189,36 +204,31 @@ class SqliteOps:
         return int(rows[0][0])
 
     @staticmethod
+    def store_unchanged(c: Any, folder_id: int, uids: Sequence[int], mode: str, want: frozenset[str],
+                        unchangedsince: int | None) -> StoreResult | None:
+        """A read (on the loop): the STORE's result when it changes no flag, else None (then
+        store_flags writes it). Linearised at this snapshot, where the STORE is a no-op: marking
+        read what is already read takes no write transaction, no lock and no fsync."""
+        if len(uids) > INLINE_DETAILS:
+            return None
+        rows = c.execute(_STORE_ROWS_SQL, (folder_id, _ids(uids))).fetchall()
+        modified, todo = plan_flags(rows, mode, want, unchangedsince)
+        return None if todo or not rows else store_result(modified, todo, 0)
+
+    @staticmethod
     def store_flags(c: Any, folder_id: int, uids: Sequence[int], mode: str, want: frozenset[str],
                     unchangedsince: int | None) -> StoreResult:
         SqliteOps._exists(c, folder_id)
-        res = StoreResult([], [], [])
-        modseq = 0
-        newly_seen: list[int] = []
-        updates: list[tuple[str, int, int]] = []
-        rows = c.execute("SELECT id, uid, flags, modseq FROM message WHERE folder_id = ? AND uid IN (SELECT value FROM json_each(?))",
-                         (folder_id, _ids(uids))).fetchall()
-        for mid, uid, fl, ms in rows:
-            old = set(_flags(fl))
-            if unchangedsince is not None and ms > unchangedsince:
-                res.modified.append(uid)  # RFC 7162 §3.1.3
-                continue
-            new = old | want if mode == "+" else old - want if mode == "-" else set(want)
-            if new == old:
-                continue
-            if not modseq:
-                modseq = SqliteOps._bump(c, folder_id)  # one new MODSEQ for this command
-            nf = tuple(sorted(new))
-            updates.append((" ".join(nf), modseq, mid))
-            res.changed.append(MessageMeta(uid, nf, modseq))
-            if "\\Seen" in new and "\\Seen" not in old:
-                newly_seen.append(uid)
-        if updates:
-            c.executemany("UPDATE message SET flags = ?, modseq = ? WHERE id = ?", updates)
+        rows = c.execute(_STORE_ROWS_SQL, (folder_id, _ids(uids))).fetchall()
+        modified, todo = plan_flags(rows, mode, want, unchangedsince)
+        modseq = SqliteOps._bump(c, folder_id) if todo else 0  # one new MODSEQ for this command
+        if todo:
+            c.executemany("UPDATE message SET flags = ?, modseq = ? WHERE id = ?",
+                          [(" ".join(nf), modseq, mid) for mid, _uid, nf, _seen in todo])
+        res = store_result(modified, todo, modseq)
+        newly_seen = [uid for _mid, uid, _nf, seen in todo if seen]
         if newly_seen:
             res.first_seen = SqliteOps._receipts(c, folder_id, newly_seen)
-        res.changed.sort(key=lambda m: m.uid)
-        res.modified.sort()
         return res
 
     @staticmethod
@@ -264,7 +274,7 @@ class SqliteOps:
         return done, modseq
 
     def add_events(self, c: Any, events: Sequence[Any]) -> None:
-        """Audit events (mssante.store.models.AuditEvent objects, never flushed by an ORM session)."""
+        """Audit events (AuditRow or AuditEvent: the same attributes), inserted as plain rows."""
         c.executemany("INSERT INTO audit_event (at, action, actor, outcome, details) VALUES (?, ?, ?, ?, ?)",
                       [(self._at_in(ev.at or utcnow()), ev.action, ev.actor if ev.actor is not None else "",
                         ev.outcome if ev.outcome is not None else "ok", self._details_in(ev.details))

@@ -4,6 +4,7 @@ right moments, with exact MSN/UID bookkeeping (RFC 3501 §7.4.1, RFC 9051 §7.5.
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 
@@ -89,6 +90,26 @@ async def test_concurrent_stores_and_appends(env: Env, pair: tuple[Client, Clien
     await asyncio.gather(worker(a, "$A"), worker(b, "$B"))
     r = await a.cmd("z FETCH 1:* (FLAGS)")
     assert r.count("$A $B") == 10
+
+
+async def test_store_on_a_stale_view_still_writes(env: Env, pair: tuple[Client, Client]) -> None:
+    """A STORE that changes nothing is answered from a read of the store, never from the session's
+    view: here a's view still says \\Seen after b removed it, and a's +FLAGS \\Seen must set it."""
+    a, b = pair
+    await env.deliver(message("1"))
+    await a.cmd("s SELECT INBOX")
+    await b.cmd("s SELECT INBOX")
+    assert "FLAGS (\\Seen)" in await a.cmd("x STORE 1 +FLAGS (\\Seen)")
+    assert "FLAGS ()" in await b.cmd("y STORE 1 -FLAGS (\\Seen)")
+    assert "z OK" in await a.cmd("z STORE 1 +FLAGS.SILENT (\\Seen)")
+    r = await b.cmd("f FETCH 1 (FLAGS)")
+    assert "FLAGS (\\Seen)" in r
+    # And a STORE that really is a no-op answers with the current flags, MODSEQ unchanged.
+    r1 = await a.cmd("m1 FETCH 1 (MODSEQ)")
+    r2 = await a.cmd("w STORE 1 +FLAGS (\\Seen)")
+    assert "FLAGS (\\Seen)" in r2 and "w OK" in r2
+    r3 = await a.cmd("m2 FETCH 1 (MODSEQ)")
+    assert re.search(r"MODSEQ \((\d+)\)", r1).group(1) == re.search(r"MODSEQ \((\d+)\)", r3).group(1)
 
 
 async def test_writer_that_does_not_publish_is_seen_by_polling(env: Env) -> None:

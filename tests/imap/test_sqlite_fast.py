@@ -210,6 +210,34 @@ async def test_writes_run_on_the_loop_and_commit_in_batches(env_sqlite: Env) -> 
     await st.aclose()
 
 
+async def test_a_store_that_changes_nothing_takes_no_write_transaction(env_sqlite: Env) -> None:
+    """Marking read what is already read is answered from a read: it neither waits for a held
+    write lock nor commits; a STORE that changes a flag does wait (it must be durable first)."""
+    env = env_sqlite
+    st = SqlStorage(env.services.sessions)
+    fid = await _inbox(st, env)
+    now = dt.datetime.now(dt.timezone.utc)
+    uid, _m = await st.append(fid, message("seen"), ["\\Seen"], now)
+    batches = st._fast.batches
+    other = sqlite3.connect(env.services.engine.url.database, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        res = await asyncio.wait_for(st.store_flags(fid, [uid], "+", ["\\Seen"], None), 5)
+        assert res.changed == [] and res.modified == [] and res.first_seen == []
+        res = await asyncio.wait_for(st.store_flags(fid, [uid], "+", ["\\Seen"], 0), 5)
+        assert res.modified == [uid] and res.changed == []  # UNCHANGEDSINCE fails: no write either
+        change = asyncio.ensure_future(st.store_flags(fid, [uid], "-", ["\\Seen"], None))
+        await asyncio.sleep(0.3)
+        assert not change.done()  # a real change waits for the lock
+    finally:
+        other.execute("COMMIT")
+        other.close()
+    res = await asyncio.wait_for(change, 30)
+    assert [m.uid for m in res.changed] == [uid] and res.changed[0].flags == ()
+    assert st._fast.batches > batches  # only the real change committed
+    await st.aclose()
+
+
 async def test_a_held_write_lock_sends_the_batch_to_the_writer_thread(env_sqlite: Env) -> None:
     """Another writer holds SQLite's lock: the loop does not wait for it; the writer thread does,
     and the callers are answered once their transaction committed after the lock was released."""
