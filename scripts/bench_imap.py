@@ -456,7 +456,8 @@ async def main(args: argparse.Namespace) -> None:
     db_url = args.db_url or f"sqlite+aiosqlite:///{tmp / 'bench.db'}"
     print(f"bench_imap: {db_url.split('://')[0]}, {os.cpu_count()} CPUs (shared machine: figures are indicative)",
           flush=True)
-    await setup(db_url, args.users, args.per_user, args.fetch_mailbox, args.real_hash)
+    big = args.fetch_mailbox if "fetch" in args.only else 0  # the big mailbox only serves `fetch`
+    await setup(db_url, args.users, args.per_user, big, args.real_hash)
     servers: list[subprocess.Popen[str]] = []
     port = 0
     shared = ["--shared"] if args.server_procs > 1 else []
