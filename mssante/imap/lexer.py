@@ -4,6 +4,7 @@ and the value types the grammar produces. No I/O. Every limit is explicit (MAX_D
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,37 @@ TAG_SPECIALS = ATOM_SPECIALS | {ord("+")}
 FLAG_SPECIALS = ATOM_SPECIALS
 
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def byte_class(specials: frozenset[int]) -> bytes:
+    """A regex character class matching one byte not in `specials`."""
+    excluded = b"".join(b"\\x%02x" % c for c in sorted(specials) if 0 <= c <= 255)
+    return b"[^" + excluded + b"]" if excluded else rb"[\x00-\xff]"
+
+
+# Regexes doing in C what the byte-at-a-time loops below would do in Python (same results).
+_RUN_PATTERNS: dict[frozenset[int], re.Pattern[bytes]] = {}
+_DIGITS = re.compile(rb"[0-9]*")
+# A quoted string without escapes (the common case); anything else takes the general loop.
+_PLAIN_QUOTED = re.compile(rb'"([^"\\\r\n\x00]*)"')
+# A whole sequence set (RFC 3501 "sequence-set"), checked number by number afterwards.
+_SEQ_ITEM = rb"(?:\*|[0-9]+)(?::(?:\*|[0-9]+))?"
+_SEQSET = re.compile(_SEQ_ITEM + rb"(?:," + _SEQ_ITEM + rb")*")
+# A whole flag list, "(" [flag *(SP flag)] ")" (RFC 3501 "flag-list").
+_FLAG = rb"(?:\\\*|\\?" + byte_class(FLAG_SPECIALS) + rb"+)"
+_FLAG_LIST = re.compile(rb"\((?:" + _FLAG + rb"(?: " + _FLAG + rb")*)?\)")
+# Printable ASCII without "&": a mailbox name that modified UTF-7 decoding leaves as it is.
+_PLAIN_MAILBOX = re.compile(rb"[\x20-\x25\x27-\x7e]*")
+
+
+def _run_pattern(specials: frozenset[int]) -> re.Pattern[bytes]:
+    """The regex matching the longest run of bytes not in `specials` (cached per set)."""
+    p = _RUN_PATTERNS.get(specials)
+    if p is None:
+        p = re.compile(byte_class(specials) + b"*")
+        if len(_RUN_PATTERNS) < 64:  # only the module's few constant sets, in practice
+            _RUN_PATTERNS[specials] = p
+    return p
 
 
 class ParseError(ValueError):
@@ -117,7 +149,8 @@ class Cursor:
         return False
 
     def take(self, b: bytes) -> bool:
-        if self.d[self.i : self.i + len(b)].upper() == b.upper():
+        """Consume `b` (ASCII case-insensitively) if it comes next."""
+        if self.d.startswith(b, self.i) or self.d[self.i : self.i + len(b)].upper() == b.upper():
             self.i += len(b)
             return True
         return False
@@ -127,12 +160,10 @@ class Cursor:
             raise self.err(f"expected {b.decode()}")
 
     def _run(self, specials: frozenset[int]) -> bytes:
-        j = self.i
-        d = self.d
-        while j < len(d) and d[j] not in specials:
-            j += 1
-        out = d[self.i : j]
-        self.i = j
+        """Consume and return the longest run of bytes not in `specials` (maybe empty)."""
+        pattern = _RUN_PATTERNS.get(specials) or _run_pattern(specials)
+        out = pattern.match(self.d, self.i).group()
+        self.i += len(out)
         return out
 
     def atom(self, specials: frozenset[int] = ATOM_SPECIALS) -> str:
@@ -142,13 +173,11 @@ class Cursor:
         return a.decode("ascii")
 
     def number(self) -> int:
-        j = self.i
-        while j < len(self.d) and 48 <= self.d[j] <= 57:
-            j += 1
-        if j == self.i or j - self.i > 20:
+        digits = _DIGITS.match(self.d, self.i).group()
+        if not digits or len(digits) > 20:
             raise self.err("expected a number")
-        n = int(self.d[self.i : j])
-        self.i = j
+        n = int(digits)
+        self.i += len(digits)
         if n > 2**63 - 1:
             raise self.err("number too large")
         return n
@@ -160,6 +189,10 @@ class Cursor:
         return n
 
     def quoted(self) -> bytes:
+        m = _PLAIN_QUOTED.match(self.d, self.i)
+        if m is not None:
+            self.i = m.end()
+            return m.group(1)
         self.expect(b'"')
         out = bytearray()
         d = self.d
@@ -184,7 +217,8 @@ class Cursor:
         self.expect(b"{")
         binary = False
         n = self.number()
-        self.take(b"+")
+        if self.peek() == 43:  # "+": LITERAL+
+            self.i += 1
         self.expect(b"}")
         if not self.take(b"\r\n"):
             self.expect(b"\n")
@@ -257,12 +291,20 @@ class Cursor:
     def flag(self) -> str:
         if self.peek() == 92:  # backslash
             self.i += 1
-            if self.take(b"*"):
+            if self.peek() == 42:
+                self.i += 1
                 return "\\*"
             return "\\" + self.atom(FLAG_SPECIALS).capitalize()
         return self.atom(FLAG_SPECIALS)
 
     def flag_list(self) -> list[str]:
+        m = _FLAG_LIST.match(self.d, self.i)
+        if m is not None:
+            listed = m.group()[1:-1].decode("ascii")
+            flags = [_flag_name(f) for f in listed.split(" ")] if listed else []
+            if len(flags) <= MAX_ITEMS:
+                self.i = m.end()
+                return flags
         self.expect(b"(")
         out: list[str] = []
         while self.peek() != 41:
@@ -275,8 +317,12 @@ class Cursor:
         return out
 
     def seqset(self) -> SeqSet:
-        if self.take(b"$"):
+        if self.peek() == 36:  # "$"
+            self.i += 1
             return SeqSet(saved=True)
+        fast = self._seqset_fast()
+        if fast is not None:
+            return fast
         ranges: list[tuple[int | None, int | None]] = []
         while True:
             lo = None if self.take(b"*") else self.nz_number()
@@ -288,6 +334,25 @@ class Cursor:
                 raise self.err("sequence set too long")
             if not self.take(b","):
                 break
+        return SeqSet(tuple(ranges))
+
+    def _seqset_fast(self) -> SeqSet | None:
+        """A well-formed sequence set matched with one regex; None (nothing consumed) for anything
+        seqset's loop would refuse or stop early on, so that the loop gives the exact error."""
+        m = _SEQSET.match(self.d, self.i)
+        if m is None or self.d[m.end() : m.end() + 1] in (b",", b":"):
+            return None
+        ranges: list[tuple[int | None, int | None]] = []
+        for item in m.group().split(b","):
+            lo_s, colon, hi_s = item.partition(b":")
+            lo = _seq_number(lo_s)
+            hi = _seq_number(hi_s) if colon else lo
+            if lo == 0 or hi == 0:
+                return None
+            ranges.append((lo, hi))
+        if len(ranges) > MAX_ITEMS:
+            return None
+        self.i = m.end()
         return SeqSet(tuple(ranges))
 
     def date(self) -> dt.date:
@@ -315,7 +380,26 @@ class Cursor:
             raise self.err("invalid date-time") from e
 
 
+def _flag_name(f: str) -> str:
+    """A flag as Cursor.flag reads it: system flags (and \\*) capitalized."""
+    return "\\" + f[1:].capitalize() if f[:1] == "\\" else f
+
+
+def _seq_number(s: bytes) -> int | None:
+    """A sequence-set number as Cursor.seqset reads it: "*" is None, and 0 stands for anything
+    nz_number would refuse (zero, over 32 bits, more than 20 digits)."""
+    if s == b"*":
+        return None
+    if len(s) > 20:
+        return 0
+    n = int(s)
+    return n if n <= 0xFFFFFFFF else 0
+
+
 def decode_mailbox(raw: bytes, tag: str = "*", *, inbox: bool = True) -> str:
+    if _PLAIN_MAILBOX.fullmatch(raw):  # nothing for modified UTF-7 to decode or refuse
+        s = raw.decode("ascii")
+        return _inbox(s) if inbox else s
     try:
         s = raw.decode("ascii")
     except UnicodeDecodeError:

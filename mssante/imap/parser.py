@@ -11,6 +11,7 @@ The terminals (atoms, strings, literals, sequence sets, dates) live in mssante.i
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +26,7 @@ from mssante.imap.lexer import (
     ParseError,
     Section,
     SeqSet,
+    byte_class,
     decode_mailbox,
 )
 
@@ -260,6 +262,9 @@ def _copy(c: Cursor) -> dict[str, Any]:
     return {"set": s, "mailbox": c.mailbox()}
 
 
+_STORE_ITEM = re.compile(rb"([+-]?)FLAGS(\.SILENT)? ", re.IGNORECASE)  # ["+"/"-"] "FLAGS" [".SILENT"] SP
+
+
 def _store(c: Cursor) -> dict[str, Any]:
     c.sp()
     s = c.seqset()
@@ -271,14 +276,20 @@ def _store(c: Cursor) -> dict[str, Any]:
         unchangedsince = c.number()
         c.expect(b")")
         c.sp()
-    mode = ""
-    if c.take(b"+"):
-        mode = "+"
-    elif c.take(b"-"):
-        mode = "-"
-    c.expect(b"FLAGS")
-    silent = c.take(b".SILENT")
-    c.sp()
+    m = _STORE_ITEM.match(c.d, c.i)
+    if m is not None:
+        c.i = m.end()
+        mode = m.group(1).decode("ascii")
+        silent = m.group(2) is not None
+    else:  # the same steps one by one, for their errors
+        mode = ""
+        if c.take(b"+"):
+            mode = "+"
+        elif c.take(b"-"):
+            mode = "-"
+        c.expect(b"FLAGS")
+        silent = c.take(b".SILENT")
+        c.sp()
     if c.peek() == 40:
         flags = c.flag_list()
     else:
@@ -295,9 +306,22 @@ _MACROS = {
     "FAST": ("FLAGS", "INTERNALDATE", "RFC822.SIZE"),
     "FULL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY"),
 }
+# FetchAtt is frozen: the plain items are built once and shared by every command.
+_SIMPLE_ATTS = {name: FetchAtt(name) for name in _SIMPLE_FETCH}
+_MACRO_ATTS = {macro: [_SIMPLE_ATTS[name] for name in names] for macro, names in _MACROS.items()}
+_WHOLE_MESSAGE = Section()
+_WHOLE_BODY = {peek: FetchAtt("BODY", _WHOLE_MESSAGE, peek=peek) for peek in (False, True)}  # BODY[], BODY.PEEK[]
+# A parenthesized list of plain items only, e.g. "(UID FLAGS RFC822.SIZE)": one regex instead of _fetch_att each.
+_SIMPLE_NAME = b"(?:" + b"|".join(re.escape(n.encode()) for n in sorted(_SIMPLE_FETCH, key=len, reverse=True)) + b")"
+_SIMPLE_ATT_LIST = re.compile(rb"\(" + _SIMPLE_NAME + rb"(?: " + _SIMPLE_NAME + rb")*\)", re.IGNORECASE)
+_SECTION_TEXT_SPECIALS = ATOM_SPECIALS | {ord("[")}
+_FETCH_ATT_SPECIALS = ATOM_SPECIALS | {ord("["), ord("<")}
 
 
 def _section(c: Cursor, binary: bool = False) -> Section:
+    if c.d.startswith(b"[]", c.i):
+        c.i += 2
+        return _WHOLE_MESSAGE
     c.expect(b"[")
     part: list[int] = []
     text = ""
@@ -311,7 +335,7 @@ def _section(c: Cursor, binary: bool = False) -> Section:
     if c.peek() != 93 and not binary:
         if part and c.d[c.i - 1] != 46:
             raise c.err("expected '.' in section")
-        text = c.atom(ATOM_SPECIALS | {ord("[")}).upper()
+        text = c.atom(_SECTION_TEXT_SPECIALS).upper()
         if text not in ("HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT", "TEXT", "MIME") or (
             text == "MIME" and not part
         ):
@@ -345,19 +369,23 @@ def _partial(c: Cursor) -> tuple[int, int] | None:
 
 
 def _fetch_att(c: Cursor) -> list[FetchAtt]:
-    name = c.atom(ATOM_SPECIALS | {ord("["), ord("<")}).upper()
-    if name in _MACROS:
-        return [FetchAtt(n) for n in _MACROS[name]]
+    name = c.atom(_FETCH_ATT_SPECIALS).upper()
+    att = _SIMPLE_ATTS.get(name)
+    if att is not None and (name != "BODY" or c.peek() != 91):  # BODY[...] is read below
+        return [att]
+    if name in _MACRO_ATTS:
+        return list(_MACRO_ATTS[name])
     if name in ("BODY", "BODY.PEEK") and c.peek() == 91:
         sec = _section(c)
-        return [FetchAtt("BODY", sec, _partial(c), peek=name == "BODY.PEEK")]
+        partial = _partial(c)
+        if sec is _WHOLE_MESSAGE and partial is None:
+            return [_WHOLE_BODY[name == "BODY.PEEK"]]
+        return [FetchAtt("BODY", sec, partial, peek=name == "BODY.PEEK")]
     if name in ("BINARY", "BINARY.PEEK", "BINARY.SIZE") and c.peek() == 91:  # RFC 3516
         sec = _section(c, binary=True)
         if name == "BINARY.SIZE":
             return [FetchAtt("BINARY.SIZE", sec)]
         return [FetchAtt("BINARY", sec, _partial(c), peek=name == "BINARY.PEEK")]
-    if name in _SIMPLE_FETCH:
-        return [FetchAtt(name)]
     raise c.err(f"unknown FETCH item {name}")
 
 
@@ -366,7 +394,11 @@ def _fetch(c: Cursor) -> dict[str, Any]:
     s = c.seqset()
     c.sp()
     atts: list[FetchAtt] = []
-    if c.take(b"("):
+    m = _SIMPLE_ATT_LIST.match(c.d, c.i)
+    if m is not None and m.group().count(b" ") < 200:  # at most 200 items, as below
+        c.i = m.end()
+        atts = [_SIMPLE_ATTS[n] for n in m.group()[1:-1].decode("ascii").upper().split(" ")]
+    elif c.take(b"("):
         while c.peek() != 41:
             if atts:
                 c.sp()
@@ -567,15 +599,26 @@ def parse_tag(data: bytes) -> str:
         return "*"
 
 
+# "<tag> <name>", what parse_command's atom(TAG_SPECIALS), sp(), atom() read, in one regex.
+_TAG_AND_NAME = re.compile(b"(" + byte_class(TAG_SPECIALS) + b"+) (" + byte_class(ATOM_SPECIALS) + b"+)")
+
+
 def parse_command(data: bytes) -> Command:
     c = Cursor(data)
-    try:
-        tag = c.atom(TAG_SPECIALS)
-    except ParseError as e:
-        raise ParseError("missing or invalid tag", "*") from e
-    c.tag = tag
-    c.sp()
-    name = c.atom().upper()
+    m = _TAG_AND_NAME.match(data)
+    if m is not None:
+        tag = m.group(1).decode("ascii")
+        name = m.group(2).decode("ascii").upper()
+        c.tag = tag
+        c.i = m.end()
+    else:  # the same steps one by one, for their errors
+        try:
+            tag = c.atom(TAG_SPECIALS)
+        except ParseError as e:
+            raise ParseError("missing or invalid tag", "*") from e
+        c.tag = tag
+        c.sp()
+        name = c.atom().upper()
     uid = False
     if name == "UID":
         c.sp()
