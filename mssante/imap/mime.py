@@ -351,10 +351,15 @@ class _Budget:
         self.parts = 0
 
 
-def _part(raw: bytes, start: int, end: int, depth: int, budget: _Budget, default_type: str) -> dict[str, Json]:
+def _part(raw: bytes, start: int, end: int, depth: int, budget: _Budget, default_type: str,
+          parsed: tuple[int, list[tuple[str, bytes]]] | None = None) -> dict[str, Json]:
+    """`parsed`: (body start, headers) when the caller already parsed this part's header."""
     budget.parts += 1
-    hend, bstart = _find_header_end(raw, start, end)
-    headers = parse_headers(raw[start:hend])
+    if parsed is None:
+        hend, bstart = _find_header_end(raw, start, end)
+        headers = parse_headers(raw[start:hend])
+    else:
+        bstart, headers = parsed
     ctype, params = parse_params(_first(headers, "content-type"))
     if "/" not in ctype:
         ctype = default_type
@@ -413,9 +418,9 @@ def _part(raw: bytes, start: int, end: int, depth: int, budget: _Budget, default
 
 def summarize(raw: bytes) -> tuple[list[Json], dict[str, Json]]:
     """(envelope_json, bodystructure_json) of a raw RFC 5322 message (bytes, CRLF or LF)."""
-    hend, _b = _find_header_end(raw, 0, len(raw))
-    headers = parse_headers(raw[:hend])
-    return envelope_of(headers), _part(raw, 0, len(raw), 0, _Budget(), "text/plain")
+    hend, bstart = _find_header_end(raw, 0, len(raw))
+    headers = parse_headers(raw[:hend])  # once, for the envelope and the top-level part
+    return envelope_of(headers), _part(raw, 0, len(raw), 0, _Budget(), "text/plain", (bstart, headers))
 
 
 def header_block(raw: bytes) -> bytes:
