@@ -126,7 +126,7 @@ async def cmd_fetch(s: Session, cmd: Command) -> None:
         unseen = [u for u in uids if "\\Seen" not in sel.flags.get(u, ())]
         if unseen:
             notes = s.notes
-            res = await s.ctx.storage.store_flags(sel.folder.id, unseen, "+", ["\\Seen"], None)
+            res = await s.ctx.storage.store_flags(sel.folder.id, unseen, "+", ["\\Seen"], None, check_first=False)
             for m in res.changed:
                 sel.flags[m.uid] = m.flags
                 sel.modseqs[m.uid] = m.modseq
@@ -163,6 +163,17 @@ async def cmd_fetch(s: Session, cmd: Command) -> None:
 
 
 # Command: RFC 9051 §6.4.6 STORE; RFC 7162 §3.1.3 UNCHANGEDSINCE
+def _maybe_unchanged(sel: SelectedMailbox, uids: list[int], mode: str, flags: list[str]) -> bool:
+    if len(uids) > 100:  # the stores read at most that many messages first (store_unchanged)
+        return False
+    want = set(flags)
+    for u in uids:
+        have = set(sel.flags.get(u, ()))
+        if (not want <= have) if mode == "+" else (want & have) if mode == "-" else want != have:
+            return False
+    return True
+
+
 async def cmd_store(s: Session, cmd: Command) -> None:
     sel = _sel(s)
     if sel.readonly:
@@ -173,7 +184,10 @@ async def cmd_store(s: Session, cmd: Command) -> None:
         s.condstore = True
     uids = [u for u in _resolve(s, cmd) if u not in sel.pending_expunge]
     notes = s.notes
-    res = await s.ctx.storage.store_flags(sel.folder.id, uids, a["mode"], a["flags"], a["unchangedsince"])
+    # Only when the view says the STORE may change nothing is that read first (the answer never
+    # comes from the view: another session may have changed the flags since).
+    res = await s.ctx.storage.store_flags(sel.folder.id, uids, a["mode"], a["flags"], a["unchangedsince"],
+                                          check_first=_maybe_unchanged(sel, uids, a["mode"], a["flags"]))
     changed = {m.uid: m for m in res.changed}
     for m in res.changed:
         sel.flags[m.uid] = m.flags

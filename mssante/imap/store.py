@@ -247,7 +247,7 @@ class Storage(Protocol):
     async def details(self, folder_id: int, uids: Sequence[int], *, raw: bool, summary: bool = True
                       ) -> list[MessageDetail]: ...
     async def store_flags(self, folder_id: int, uids: Sequence[int], mode: str, flags: Sequence[str],
-                          unchangedsince: int | None) -> StoreResult: ...
+                          unchangedsince: int | None, *, check_first: bool = True) -> StoreResult: ...
     async def copy(self, folder_id: int, uids: Sequence[int], dest_id: int, *, move: bool
                    ) -> list[tuple[int, int]]: ...
     async def append(self, folder_id: int, raw: bytes, flags: Sequence[str], internaldate: dt.datetime
@@ -623,14 +623,17 @@ class SqlStorage:
             raise StoreError("mailbox no longer exists", "NONEXISTENT")
 
     async def store_flags(self, folder_id: int, uids: Sequence[int], mode: str, flags: Sequence[str],
-                          unchangedsince: int | None) -> StoreResult:
+                          unchangedsince: int | None, *, check_first: bool = True) -> StoreResult:
+        """`check_first`: first read whether the STORE changes anything (the caller's view says it
+        may not); a STORE that changes nothing is then answered without a write transaction."""
         want = set(norm_flags(flags))
         if self._fast is not None:
             fw = frozenset(want)
-            same = await self._fast.read(self._ops.store_unchanged, folder_id, list(uids), mode, fw, unchangedsince,
-                                         inline=True)
-            if same is not None:  # nothing to change: answered from a read, no write transaction
-                return cast(StoreResult, same)
+            if check_first:
+                same = await self._fast.read(self._ops.store_unchanged, folder_id, list(uids), mode, fw,
+                                             unchangedsince, inline=True, snapshot=False)
+                if same is not None:  # nothing to change: answered from a read, no write transaction
+                    return cast(StoreResult, same)
             res = cast(StoreResult, await self._fast.write(self._ops.store_flags, folder_id, list(uids), mode,
                                                            fw, unchangedsince))
             if res.changed:
