@@ -37,7 +37,7 @@ from mssante.imap.store import (
 from mssante.store.models import AuditEvent, Message, utcnow
 
 # Reads done on the event loop (SqliteRunner.read(inline=True)) stay below these bounds.
-INLINE_ROWS = 1000  # SELECT: folders with at most this many messages (uidnext - 1 bounds the count)
+INLINE_ROWS = 1000  # SELECT: folders with at most this many messages (read with LIMIT INLINE_ROWS + 1)
 INLINE_DETAILS = 100  # FETCH metadata of at most this many messages
 INLINE_BYTES = 256 * 1024  # FETCH of raw messages totalling at most this size
 _DATES_MAX = 20_000  # parsed INTERNALDATE values kept
@@ -60,6 +60,7 @@ _DETAIL_SQL = {
 }
 
 
+_MESSAGES_SQL = "SELECT uid, flags, modseq FROM message WHERE folder_id = ? ORDER BY uid"
 _STORE_ROWS_SQL = ("SELECT id, uid, flags, modseq FROM message WHERE folder_id = ? "
                    "AND uid IN (SELECT value FROM json_each(?))")
 
@@ -101,9 +102,7 @@ class SqliteOps:
 
     @staticmethod
     def messages(c: Any, folder_id: int) -> list[MessageMeta]:
-        rows = c.execute("SELECT uid, flags, modseq FROM message WHERE folder_id = ? ORDER BY uid",
-                         (folder_id,)).fetchall()
-        return _metas(rows)
+        return _metas(c.execute(_MESSAGES_SQL, (folder_id,)).fetchall())
 
     @staticmethod
     def open_folder_small(c: Any, mailbox_id: int, name: str, views: Any = None
@@ -118,9 +117,10 @@ class SqliteOps:
             hit = views.get(mailbox_id, f)
             if hit is not None:
                 return f, hit
-        if f.uidnext - 1 > INLINE_ROWS:
-            return f, None
-        return f, SqliteOps.messages(c, f.id)
+        # Not uidnext - 1 as the bound: a mailbox that received more than INLINE_ROWS messages in
+        # its life is usually small now, and its SELECT would go to a reader thread each time.
+        rows = c.execute(_MESSAGES_SQL + " LIMIT ?", (f.id, INLINE_ROWS + 1)).fetchall()
+        return f, (None if len(rows) > INLINE_ROWS else _metas(rows))
 
     @staticmethod
     def changes_since(c: Any, folder_id: int, modseq: int) -> Changes | None:

@@ -133,6 +133,36 @@ async def test_big_folders_and_bodies_are_read_off_the_loop(env_sqlite: Env, mon
     await st.aclose()
 
 
+async def test_a_folder_that_once_held_many_messages_is_still_opened_on_the_loop(
+        env_sqlite: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The inline bound is the number of messages now, not UIDNEXT (which only grows)."""
+    env = env_sqlite
+    st = SqlStorage(env.services.sessions)
+    fid = await _inbox(st, env)
+    uids = [await env.deliver(message(f"m{i}")) for i in range(5)]
+    await st.store_flags(fid, uids[:3], "+", ["\\Deleted"], None)
+    await st.expunge(fid, None)
+    monkeypatch.setattr(store_sqlite, "INLINE_ROWS", 2)
+    threaded: list[str] = []
+    real = SqliteRunner.read
+
+    async def spy(self: SqliteRunner, fn, *args, inline: bool = False, snapshot: bool = True):  # type: ignore[no-untyped-def]
+        if not inline:
+            threaded.append(fn.__name__)
+        return await real(self, fn, *args, inline=inline, snapshot=snapshot)
+
+    monkeypatch.setattr(SqliteRunner, "read", spy)
+    st._views = type(st._views)()  # no cached view: the folder is read
+    opened = await st.open_folder(env.mailbox_id, "INBOX")
+    assert opened is not None and opened[0].uidnext - 1 == 5
+    assert [m.uid for m in opened[1]] == uids[3:] and threaded == []
+    await env.deliver(message("one more"))  # 3 messages > 2: now read off the loop
+    st._views = type(st._views)()
+    opened = await st.open_folder(env.mailbox_id, "INBOX")
+    assert opened is not None and len(opened[1]) == 3 and threaded == ["messages"]
+    await st.aclose()
+
+
 async def test_inline_read_falls_back_when_busy(env_sqlite: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     env = env_sqlite
     st = SqlStorage(env.services.sessions)
