@@ -243,7 +243,7 @@ async def cmd_select(s: Session, cmd: Command) -> None:
     s.untagged(f"OK [PERMANENTFLAGS ({system} \\*)] flags permitted" if not readonly
                else "OK [PERMANENTFLAGS ()] read-only")
     if not s.rev2:
-        unseen = next((i + 1 for i, u in enumerate(sel.uids) if "\\Seen" not in sel.flags[u]), None)
+        unseen = sel.first_unseen()
         if unseen is not None:
             s.untagged(f"OK [UNSEEN {unseen}] first unseen")
     s.untagged(f"OK [UIDVALIDITY {folder.uidvalidity}] UIDs valid")
@@ -269,17 +269,17 @@ async def _qresync(s: Session, qres: tuple[Any, ...]) -> None:
     changes = await s.ctx.storage.changes_since(sel.folder.id, modseq)
     if changes is None:
         return
-    top = sel.uids[-1] if sel.uids else 0
+    top = sel.last_uid
     gone = [u for u in changes.expunged if known is None or known.contains(u, top)]
     if gone:
         s.untagged(b"VANISHED (EARLIER) " + response.seqset(gone))
-    uids = [m.uid for m in changes.changed if m.uid in sel.flags]
+    uids = [m.uid for m in changes.changed if sel.has(m.uid)]
     if uids:
         details = await s.ctx.storage.details(sel.folder.id, uids, raw=False, summary=False)
         for d in details:
             n = sel.msn(d.uid)
             if n is not None:
-                s.send(render(n, d, [FetchAtt("FLAGS")], add_uid=True, add_modseq=True, flags=sel.flags[d.uid]))
+                s.send(render(n, d, [FetchAtt("FLAGS")], add_uid=True, add_modseq=True, flags=sel.flags_at(n)))
 
 
 # Command: RFC 9051 §6.3.4 CREATE (RFC 6154 §3 USE)

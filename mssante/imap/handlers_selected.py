@@ -94,12 +94,12 @@ async def cmd_fetch(s: Session, cmd: Command) -> None:
         changes = await s.ctx.storage.changes_since(sel.folder.id, changedsince)
         if changes is not None:
             top = max(uids[-1] if uids else 0, max(changes.expunged, default=0))
-            gone = [u for u in changes.expunged if cmd.args["set"].contains(u, top) and u not in sel.flags]
+            gone = [u for u in changes.expunged if cmd.args["set"].contains(u, top) and not sel.has(u)]
             if gone:
                 s.untagged(b"VANISHED (EARLIER) " + response.seqset(gone))
     uids = [u for u in uids if u not in sel.pending_expunge]
     if changedsince is not None:
-        uids = [u for u in uids if sel.modseqs.get(u, 0) > changedsince]
+        uids = [u for u in uids if sel.modseq_of(u) > changedsince]
     need_raw = fetchmod.needs_raw(atts)
     need_summary = need_raw or any(a.name in ("ENVELOPE", "BODYSTRUCTURE", "BODY") for a in atts)
     if all(a.name in ("UID", "FLAGS", "MODSEQ") for a in atts):
@@ -113,9 +113,9 @@ async def cmd_fetch(s: Session, cmd: Command) -> None:
             if cmd.uid or any(a.name == "UID" for a in atts):
                 items.append(b"UID %d" % u)
             if any(a.name == "FLAGS" for a in atts):
-                items.append(b"FLAGS " + response.flags(sel.flags.get(u, ())))
+                items.append(b"FLAGS " + response.flags(sel.flags_at(n)))
             if any(a.name == "MODSEQ" for a in atts) or (s.condstore and changedsince is not None):
-                items.append(b"MODSEQ (%d)" % sel.modseqs.get(u, 0))
+                items.append(b"MODSEQ (%d)" % sel.modseq_at(n))
             s.send(b"* %d FETCH (" % n + b" ".join(items) + b")\r\n")
         await s.conn.drain()
         await s.flush_updates(allow_expunge=cmd.uid)
@@ -123,13 +123,12 @@ async def cmd_fetch(s: Session, cmd: Command) -> None:
         return
     seen_now: set[int] = set()
     if fetchmod.sets_seen(atts) and not sel.readonly:
-        unseen = [u for u in uids if "\\Seen" not in sel.flags.get(u, ())]
+        unseen = [u for u in uids if "\\Seen" not in sel.flags_of(u)]
         if unseen:
             notes = s.notes
             res = await s.ctx.storage.store_flags(sel.folder.id, unseen, "+", ["\\Seen"], None, check_first=False)
             for m in res.changed:
-                sel.flags[m.uid] = m.flags
-                sel.modseqs[m.uid] = m.modseq
+                sel.set_flags(m.uid, m.flags, m.modseq)
                 seen_now.add(m.uid)
             if res.changed:
                 s.own_change(notes, res.changed[0].modseq)
@@ -147,7 +146,7 @@ async def cmd_fetch(s: Session, cmd: Command) -> None:
             its = atts if d.uid not in seen_now or any(a.name == "FLAGS" for a in atts) else atts + [FetchAtt("FLAGS")]
             try:
                 s.send(fetchmod.render(n, d, its, add_uid=cmd.uid, add_modseq=add_modseq,
-                                       flags=sel.flags.get(d.uid)))
+                                       flags=sel.flags_at(n)))
             except fetchmod.FetchError as e:
                 s.no(cmd.tag, str(e), e.code)
                 return
@@ -168,7 +167,7 @@ def _maybe_unchanged(sel: SelectedMailbox, uids: list[int], mode: str, flags: li
         return False
     want = set(flags)
     for u in uids:
-        have = set(sel.flags.get(u, ()))
+        have = set(sel.flags_of(u))
         if (not want <= have) if mode == "+" else (want & have) if mode == "-" else want != have:
             return False
     return True
@@ -190,26 +189,26 @@ async def cmd_store(s: Session, cmd: Command) -> None:
                                           check_first=_maybe_unchanged(sel, uids, a["mode"], a["flags"]))
     changed = {m.uid: m for m in res.changed}
     for m in res.changed:
-        sel.flags[m.uid] = m.flags
-        sel.modseqs[m.uid] = m.modseq
+        sel.set_flags(m.uid, m.flags, m.modseq)
         sel.keywords.update(f for f in m.flags if not f.startswith("\\"))
     if res.changed:
         s.own_change(notes, res.changed[0].modseq)
     modified = set(res.modified)
     for u in uids:
-        if u in modified or u not in sel.flags:
+        if u in modified:
             continue
         if a["silent"] and not (s.condstore and u in changed):
             continue
         n = sel.msn(u)
-        assert n is not None
+        if n is None:
+            continue
         items = []
         if not a["silent"]:
-            items.append(b"FLAGS " + response.flags(sel.flags[u]))
+            items.append(b"FLAGS " + response.flags(sel.flags_at(n)))
         if cmd.uid:
             items.append(b"UID %d" % u)
         if s.condstore:
-            items.append(b"MODSEQ (%d)" % sel.modseqs[u])
+            items.append(b"MODSEQ (%d)" % sel.modseq_at(n))
         s.send(b"* %d FETCH (" % n + b" ".join(items) + b")\r\n")
     await s.read_receipts(sel.folder.name, res.first_seen)
     await s.flush_updates(allow_expunge=cmd.uid)
@@ -255,8 +254,7 @@ async def cmd_copy(s: Session, cmd: Command) -> None:
 async def _candidates(s: Session, key: tuple[Any, ...]) -> tuple[list[searchmod.Candidate], dict[int, Any]]:
     sel = _sel(s)
     need = searchmod.plan(key)
-    cands = [searchmod.Candidate(u, i + 1, sel.flags.get(u, ()), sel.modseqs.get(u, 0))
-             for i, u in enumerate(sel.uids)]
+    cands = [searchmod.Candidate(u, n, fl, ms) for n, u, fl, ms in sel.entries()]
     if need >= searchmod.SUMMARY and cands:
         by_uid = {c.uid: c for c in cands}
         chunk = 500
@@ -270,7 +268,7 @@ async def _candidates(s: Session, key: tuple[Any, ...]) -> tuple[list[searchmod.
 
 def _search_ctx(s: Session) -> searchmod.Context:
     sel = _sel(s)
-    return searchmod.Context(now=s.ctx.now(), max_uid=sel.uids[-1] if sel.uids else 0, max_msn=sel.exists,
+    return searchmod.Context(now=s.ctx.now(), max_uid=sel.last_uid, max_msn=sel.exists,
                              saved=sel.saved)
 
 
