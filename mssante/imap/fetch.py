@@ -12,7 +12,7 @@ from typing import Any
 from mssante.imap import response
 from mssante.imap.mime import parse_headers
 from mssante.imap.parser import FetchAtt, Section
-from mssante.imap.store import MessageDetail
+from mssante.imap.store_types import MessageDetail
 
 NEEDS_RAW = frozenset({"RFC822", "RFC822.HEADER", "RFC822.TEXT", "BINARY", "BINARY.SIZE"})
 

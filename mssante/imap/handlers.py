@@ -31,7 +31,7 @@ from mssante.imap.parser import Command
 from mssante.imap.selected import SelectedMailbox
 from mssante.imap.session import WAKE, Logout, Session
 from mssante.imap.state import State
-from mssante.imap.store import DELIMITER, FolderInfo, StoreError, norm_flags
+from mssante.imap.store_types import DELIMITER, FolderInfo, StoreError, norm_flags
 
 Handler = Callable[[Session, Command], Awaitable[None]]
 

@@ -13,7 +13,7 @@ from mssante.imap import response
 from mssante.imap import search as searchmod
 from mssante.imap.parser import Command, FetchAtt, ParseError
 from mssante.imap.selected import SelectedMailbox
-from mssante.imap.store import StoreError
+from mssante.imap.store_types import StoreError
 
 if TYPE_CHECKING:
     from mssante.imap.session import Session

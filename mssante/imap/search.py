@@ -18,7 +18,7 @@ from typing import Any
 
 from mssante.imap.mime import parse_headers
 from mssante.imap.parser import SeqSet
-from mssante.imap.store import MessageDetail
+from mssante.imap.store_types import MessageDetail
 
 META = 0  # flags, uid, msn, modseq
 SUMMARY = 1  # internaldate, size, envelope

@@ -21,7 +21,7 @@ from array import array
 from collections.abc import Iterable, Iterator
 
 from mssante.imap import response
-from mssante.imap.store import Changes, FolderInfo, MessageMeta
+from mssante.imap.store_types import Changes, FolderInfo, MessageMeta
 
 # --- Flag tuples <-> 2-byte codes, shared by every view of the process ---------------------------
 # Distinct flag combinations are few (system flags x a handful of keywords), but a client may set

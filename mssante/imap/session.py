@@ -19,7 +19,7 @@ from mssante.imap import framing, response
 from mssante.imap.parser import Command, ParseError, parse_command, parse_tag
 from mssante.imap.selected import SelectedMailbox
 from mssante.imap.state import State, allowed
-from mssante.imap.store import Storage, StoreError
+from mssante.imap.store_types import Storage, StoreError
 
 log = logging.getLogger("mssante.imap")
 

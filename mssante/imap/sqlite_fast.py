@@ -316,7 +316,7 @@ def rollback(conn: sqlite3.Connection) -> None:
 
 def failed(batch: list[Any], broken: BaseException) -> list[tuple[bool, Any]]:
     """Every member of a batch whose transaction failed answers NO [SERVERBUG]."""
-    from mssante.imap.store import StoreError
+    from mssante.imap.store_types import StoreError
 
     out: list[tuple[bool, Any]] = []
     for _ in batch:

@@ -19,7 +19,7 @@ from typing import Any, cast
 
 from sqlalchemy.engine import URL
 
-from mssante.imap.store import (
+from mssante.imap.store_types import (
     Changes,
     FolderInfo,
     FolderStatus,

@@ -15,7 +15,7 @@ from typing import Any, cast
 
 from sqlalchemy import Table
 
-from mssante.imap.store import (
+from mssante.imap.store_types import (
     Changes,
     FolderInfo,
     FolderStatus,

@@ -18,7 +18,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from mssante.imap import response, selected
 from mssante.imap.parser import SeqSet
 from mssante.imap.selected import SelectedMailbox
-from mssante.imap.store import Changes, FolderInfo, MessageMeta, norm_flags
+from mssante.imap.store_types import Changes, FolderInfo, MessageMeta, norm_flags
 
 
 class RefView:
