@@ -10,6 +10,7 @@ import quopri
 from typing import Any
 
 from mssante.imap import response
+from mssante.imap.memo import Memo
 from mssante.imap.mime import parse_headers
 from mssante.imap.parser import FetchAtt, Section
 from mssante.imap.store_types import MessageDetail
@@ -147,8 +148,7 @@ def _partial(data: bytes, p: tuple[int, int] | None) -> tuple[bytes, bytes]:
     return data[start : start + n], b"<%d>" % start
 
 
-_ENVELOPES: dict[str, bytes] = {}  # stored ENVELOPE JSON text -> its wire form (a pure function)
-_ENVELOPES_MAX = 20_000
+_ENVELOPES: Memo[str, bytes] = Memo(20_000)  # stored ENVELOPE JSON text -> its wire form
 
 
 def _envelope(d: MessageDetail) -> bytes:
@@ -156,12 +156,7 @@ def _envelope(d: MessageDetail) -> bytes:
     if key is None:
         return response.envelope(d.envelope)
     wire = _ENVELOPES.get(key)
-    if wire is None:
-        wire = response.envelope(d.envelope)
-        if len(_ENVELOPES) >= _ENVELOPES_MAX:
-            _ENVELOPES.clear()
-        _ENVELOPES[key] = wire
-    return wire
+    return wire if wire is not None else _ENVELOPES.put(key, response.envelope(d.envelope))
 
 
 def render(msn: int, d: MessageDetail, atts: list[FetchAtt], *, add_uid: bool, add_modseq: bool,

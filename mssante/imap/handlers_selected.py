@@ -13,7 +13,7 @@ from mssante.imap import response
 from mssante.imap import search as searchmod
 from mssante.imap.parser import Command, FetchAtt, ParseError
 from mssante.imap.selected import SelectedMailbox
-from mssante.imap.store_types import StoreError
+from mssante.imap.store_types import CHECK_FIRST_MAX, StoreError
 
 if TYPE_CHECKING:
     from mssante.imap.session import Session
@@ -163,7 +163,7 @@ async def cmd_fetch(s: Session, cmd: Command) -> None:
 
 # Command: RFC 9051 §6.4.6 STORE; RFC 7162 §3.1.3 UNCHANGEDSINCE
 def _maybe_unchanged(sel: SelectedMailbox, uids: list[int], mode: str, flags: list[str]) -> bool:
-    if len(uids) > 100:  # the stores read at most that many messages first (store_unchanged)
+    if len(uids) > CHECK_FIRST_MAX:
         return False
     want = set(flags)
     for u in uids:

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from mssante.imap import mutf7
+from mssante.imap.memo import Memo
 
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
@@ -53,19 +54,14 @@ def flags(fl: Iterable[str]) -> bytes:
     return b"(" + " ".join(fl).encode("utf-8") + b")"
 
 
-_DATES: dict[tuple[dt.datetime, dt.timedelta | None], bytes] = {}  # (date, UTC offset) -> its wire form
-_DATES_MAX = 20_000
+_DATES: Memo[tuple[dt.datetime, dt.timedelta | None], bytes] = Memo(20_000)  # (date, UTC offset) -> wire form
 
 
 def internaldate(d: dt.datetime) -> bytes:
     # Keyed with the offset too: datetimes of the same instant in two zones compare equal.
     key = (d, d.utcoffset())
     wire = _DATES.get(key)
-    if wire is None:
-        if len(_DATES) >= _DATES_MAX:
-            _DATES.clear()
-        wire = _DATES[key] = _internaldate(d)
-    return wire
+    return wire if wire is not None else _DATES.put(key, _internaldate(d))
 
 
 def _internaldate(d: dt.datetime) -> bytes:

@@ -33,10 +33,12 @@ from mssante.imap.store_types import (
     _flags,
     _inbox_first,
     _metas,
+    CHECK_FIRST_MAX,
     plan_flags,
     receipt_requests,
     row_detail,
     store_result,
+    unchanged_result,
 )
 from mssante.store.mail import NOTIFY_CHANNEL
 from mssante.store.models import utcnow
@@ -44,7 +46,6 @@ from mssante.store.models import utcnow
 log = logging.getLogger("mssante.imap.pg")
 
 _STORE_ROWS_SQL = "SELECT id, uid, flags, modseq FROM message WHERE folder_id = $1 AND uid = ANY($2::bigint[])"
-_UNCHANGED_MAX = 100  # a STORE on more messages goes straight to its write transaction
 
 
 class PgRunner:
@@ -243,11 +244,9 @@ class PgOps:
     async def store_unchanged(c: Any, folder_id: int, uids: Sequence[int], mode: str, want: frozenset[str],
                               unchangedsince: int | None) -> StoreResult | None:
         """One read: the STORE's result when it changes no flag (no write transaction), else None."""
-        if len(uids) > _UNCHANGED_MAX:
+        if len(uids) > CHECK_FIRST_MAX:
             return None
-        rows = await c.fetch(_STORE_ROWS_SQL, folder_id, sorted(uids))
-        modified, todo = plan_flags(rows, mode, want, unchangedsince)
-        return None if todo or not rows else store_result(modified, todo, 0)
+        return unchanged_result(await c.fetch(_STORE_ROWS_SQL, folder_id, sorted(uids)), mode, want, unchangedsince)
 
     @staticmethod
     async def store_flags(c: Any, folder_id: int, uids: Sequence[int], mode: str, want: frozenset[str],

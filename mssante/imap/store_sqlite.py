@@ -15,6 +15,7 @@ from typing import Any, cast
 
 from sqlalchemy import Table
 
+from mssante.imap.memo import Memo
 from mssante.imap.store_types import (
     Changes,
     FolderInfo,
@@ -29,10 +30,12 @@ from mssante.imap.store_types import (
     _flags,
     _inbox_first,
     _metas,
+    CHECK_FIRST_MAX,
     plan_flags,
     receipt_requests,
     row_detail,
     store_result,
+    unchanged_result,
 )
 from mssante.store.models import AuditEvent, Message, utcnow
 
@@ -40,7 +43,6 @@ from mssante.store.models import AuditEvent, Message, utcnow
 INLINE_ROWS = 1000  # SELECT: folders with at most this many messages (read with LIMIT INLINE_ROWS + 1)
 INLINE_DETAILS = 100  # FETCH metadata of at most this many messages
 INLINE_BYTES = 256 * 1024  # FETCH of raw messages totalling at most this size
-_DATES_MAX = 20_000  # parsed INTERNALDATE values kept
 
 
 def _ids(xs: Sequence[int]) -> str:
@@ -79,7 +81,7 @@ class SqliteOps:
         m = cast(Table, Message.__table__)
         a = cast(Table, AuditEvent.__table__)
         self._date_in, self._date_out = _processors(dialect, m, "internaldate")
-        self._dates: dict[Any, dt.datetime] = {}  # stored INTERNALDATE text -> datetime (parsed once)
+        self._dates: Memo[Any, dt.datetime] = Memo(20_000)  # stored INTERNALDATE text -> datetime
         self._json_in, _ = _processors(dialect, m, "envelope")
         self._at_in, _ = _processors(dialect, a, "at")
         self._details_in, _ = _processors(dialect, a, "details")
@@ -149,10 +151,7 @@ class SqliteOps:
             d = dates.get(row[3])
             if d is None:
                 d = date_out(row[3])
-                d = d if d.tzinfo else d.replace(tzinfo=_UTC)
-                if len(dates) >= _DATES_MAX:
-                    dates.clear()
-                dates[row[3]] = d
+                d = dates.put(row[3], d if d.tzinfo else d.replace(tzinfo=_UTC))
             detail = row_detail(row, d, summary=summary, raw=raw, decode=dec)
             if detail is None:  # delivered without a summary: computed now from the blob
                 got = c.execute("SELECT b.data FROM blob b JOIN message m ON m.blob_id = b.id "
@@ -206,14 +205,11 @@ class SqliteOps:
     @staticmethod
     def store_unchanged(c: Any, folder_id: int, uids: Sequence[int], mode: str, want: frozenset[str],
                         unchangedsince: int | None) -> StoreResult | None:
-        """A read (on the loop): the STORE's result when it changes no flag, else None (then
-        store_flags writes it). Linearised at this snapshot, where the STORE is a no-op: marking
-        read what is already read takes no write transaction, no lock and no fsync."""
-        if len(uids) > INLINE_DETAILS:
+        """A read on the loop (store_types.unchanged_result), else None and store_flags writes it."""
+        if len(uids) > CHECK_FIRST_MAX:
             return None
-        rows = c.execute(_STORE_ROWS_SQL, (folder_id, _ids(uids))).fetchall()
-        modified, todo = plan_flags(rows, mode, want, unchangedsince)
-        return None if todo or not rows else store_result(modified, todo, 0)
+        return unchanged_result(c.execute(_STORE_ROWS_SQL, (folder_id, _ids(uids))).fetchall(), mode, want,
+                                unchangedsince)
 
     @staticmethod
     def store_flags(c: Any, folder_id: int, uids: Sequence[int], mode: str, want: frozenset[str],

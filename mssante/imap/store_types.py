@@ -184,6 +184,19 @@ def plan_flags(rows: Iterable[Sequence[Any]], mode: str, want: frozenset[str] | 
     return modified, todo
 
 
+# A STORE on at most this many messages is first tried as a read (the stores' store_unchanged).
+CHECK_FIRST_MAX = 100
+
+
+def unchanged_result(rows: Sequence[Sequence[Any]], mode: str, want: frozenset[str], unchangedsince: int | None
+                     ) -> StoreResult | None:
+    """The answer of a STORE that changes no flag of these rows, read without a write transaction
+    (linearised at that read, where it is a no-op); None when it changes something, or when no row
+    was found (the write path then answers, with its checks)."""
+    modified, todo = plan_flags(rows, mode, want, unchangedsince)
+    return None if todo or not rows else store_result(modified, todo, 0)
+
+
 def store_result(modified: list[int], todo: Sequence[FlagChange], modseq: int) -> StoreResult:
     """The StoreResult of planned changes written with `modseq` (first_seen is filled by the caller)."""
     changed = sorted((MessageMeta(uid, nf, modseq) for _mid, uid, nf, _seen in todo), key=lambda m: m.uid)

@@ -22,7 +22,15 @@ def test_internaldate_cache_keeps_each_zone() -> None:
 def test_internaldate_naive_is_utc_and_cache_is_bounded() -> None:
     base = dt.datetime(2025, 12, 31, 23, 59, 59)
     assert response.internaldate(base) == b'"31-Dec-2025 23:59:59 +0000"'
-    for i in range(response._DATES_MAX + 10):
+    for i in range(response._DATES.limit + 10):
         response.internaldate(base + dt.timedelta(seconds=i))
-    assert len(response._DATES) <= response._DATES_MAX
+    assert len(response._DATES) <= response._DATES.limit
     assert response.internaldate(base) == b'"31-Dec-2025 23:59:59 +0000"'
+
+
+def test_memo_never_exceeds_its_limit() -> None:
+    from mssante.imap.memo import Memo
+
+    m: Memo[int, int] = Memo(3)
+    assert [m.put(i, i * i) for i in range(7)] == [0, 1, 4, 9, 16, 25, 36]
+    assert len(m) <= 3 and m[6] == 36
